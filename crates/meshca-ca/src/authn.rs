@@ -1,0 +1,299 @@
+//! Who is calling: Kubernetes-style service-account JWTs from configured
+//! issuers (JWKS from a file, a URL or OIDC discovery), or a client
+//! certificate issued earlier by this mesh. Then, optionally, impersonation
+//! by a trusted node account.
+
+use crate::clock::SharedClock;
+use arc_swap::ArcSwap;
+use meshca_jwt::{JwtError, KeySet, Validation};
+use meshca_pki::verify::Usage;
+use meshca_pki::{CaMaterial, CertDer, SpiffeId};
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The least time between two JWKS fetches for one issuer when tokens with
+/// unknown key IDs arrive (a flood of bad tokens must not become a flood of fetches).
+pub const JWKS_REFRESH_MIN_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Where an issuer's keys come from.
+#[derive(Debug, Clone)]
+pub enum JwksSource {
+    File(PathBuf),
+    Url(String),
+    /// OIDC discovery: `<issuer>/.well-known/openid-configuration` then its `jwks_uri`.
+    Oidc,
+    /// Keys given in-process (meshca's own token issuer).
+    Static(KeySet),
+}
+
+impl JwksSource {
+    /// `--jwt-issuer ISSUER=SOURCE`: SOURCE is `oidc`, an http(s) URL or a file path.
+    pub fn parse(source: &str) -> Self {
+        if source == "oidc" {
+            JwksSource::Oidc
+        } else if source.starts_with("http://") || source.starts_with("https://") {
+            JwksSource::Url(source.to_string())
+        } else {
+            JwksSource::File(PathBuf::from(source))
+        }
+    }
+}
+
+/// The authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The identity the credential proves.
+    pub identity: SpiffeId,
+    /// "jwt:<issuer>" or "mtls".
+    pub credential: String,
+}
+
+/// Why authentication failed; logged and audited, never sent to the client.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum AuthError {
+    #[error("no credential: neither a bearer token nor a client certificate was presented")]
+    NoCredential,
+    #[error("bearer token: {0}")]
+    Token(String),
+    #[error("token issuer {0:?} is not trusted")]
+    UnknownIssuer(String),
+    #[error("client certificate: {0}")]
+    Certificate(String),
+    #[error("{caller} may not impersonate {target}: not a trusted node account")]
+    Impersonation { caller: String, target: String },
+    #[error("impersonated identity {0:?} is invalid")]
+    BadImpersonation(String),
+}
+
+struct IssuerKeys {
+    issuer: String,
+    source: JwksSource,
+    keys: ArcSwap<KeySet>,
+    last_fetch: Mutex<Option<Instant>>,
+}
+
+pub struct Authenticator {
+    issuers: HashMap<String, Arc<IssuerKeys>>,
+    audience: String,
+    trust_domain: String,
+    trusted_nodes: HashSet<String>,
+    clock: SharedClock,
+    http: reqwest::Client,
+}
+
+async fn fetch_keys(
+    http: &reqwest::Client,
+    issuer: &str,
+    source: &JwksSource,
+) -> Result<KeySet, String> {
+    let get = |url: String| async move {
+        let resp = http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| format!("GET {url}: {e}"))?;
+        if !resp.status().is_success() {
+            return Err(format!("GET {url}: HTTP {}", resp.status()));
+        }
+        resp.bytes().await.map_err(|e| format!("GET {url}: {e}"))
+    };
+    match source {
+        JwksSource::Static(k) => Ok(k.clone()),
+        JwksSource::File(p) => {
+            let b = tokio::fs::read(p)
+                .await
+                .map_err(|e| format!("{}: {e}", p.display()))?;
+            KeySet::from_jwks_json(&b).map_err(|e| format!("{}: {e}", p.display()))
+        }
+        JwksSource::Url(u) => {
+            let b = get(u.clone()).await?;
+            KeySet::from_jwks_json(&b).map_err(|e| format!("{u}: {e}"))
+        }
+        JwksSource::Oidc => {
+            let url = format!(
+                "{}/.well-known/openid-configuration",
+                issuer.trim_end_matches('/')
+            );
+            let doc = get(url.clone()).await?;
+            let v: serde_json::Value =
+                serde_json::from_slice(&doc).map_err(|e| format!("{url}: {e}"))?;
+            let jwks_uri = v
+                .get("jwks_uri")
+                .and_then(|j| j.as_str())
+                .ok_or_else(|| format!("{url}: no jwks_uri"))?;
+            let b = get(jwks_uri.to_string()).await?;
+            KeySet::from_jwks_json(&b).map_err(|e| format!("{jwks_uri}: {e}"))
+        }
+    }
+}
+
+impl Authenticator {
+    /// Build the authenticator and fetch every issuer's keys once. A file that
+    /// cannot be read is fatal; a URL that does not answer is retried on demand.
+    pub async fn new(
+        issuers: Vec<(String, JwksSource)>,
+        audience: String,
+        trust_domain: String,
+        trusted_nodes: HashSet<String>,
+        clock: SharedClock,
+    ) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()?;
+        let mut map = HashMap::new();
+        for (issuer, source) in issuers {
+            let keys = match fetch_keys(&http, &issuer, &source).await {
+                Ok(k) => k,
+                Err(e) if matches!(source, JwksSource::File(_)) => {
+                    anyhow::bail!("JWKS for issuer {issuer}: {e}")
+                }
+                Err(e) => {
+                    tracing::warn!(issuer = %issuer, error = %e, "JWKS not available yet; will retry when a token arrives");
+                    KeySet::default()
+                }
+            };
+            tracing::info!(issuer = %issuer, keys = keys.len(), "trusting JWT issuer");
+            map.insert(
+                issuer.clone(),
+                Arc::new(IssuerKeys {
+                    issuer,
+                    source,
+                    keys: ArcSwap::from_pointee(keys),
+                    last_fetch: Mutex::new(Some(Instant::now())),
+                }),
+            );
+        }
+        Ok(Self {
+            issuers: map,
+            audience,
+            trust_domain,
+            trusted_nodes,
+            clock,
+            http,
+        })
+    }
+
+    pub fn trust_domain(&self) -> &str {
+        &self.trust_domain
+    }
+
+    /// Refetch an issuer's keys unless that happened very recently.
+    async fn refresh(&self, ik: &IssuerKeys) -> bool {
+        {
+            let mut last = ik.last_fetch.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|t| t.elapsed() < JWKS_REFRESH_MIN_INTERVAL) {
+                return false;
+            }
+            *last = Some(Instant::now());
+        }
+        match fetch_keys(&self.http, &ik.issuer, &ik.source).await {
+            Ok(k) => {
+                tracing::info!(issuer = %ik.issuer, keys = k.len(), "refreshed JWKS");
+                ik.keys.store(Arc::new(k));
+                true
+            }
+            Err(e) => {
+                tracing::warn!(issuer = %ik.issuer, error = %e, "JWKS refresh failed");
+                false
+            }
+        }
+    }
+
+    /// Authenticate a bearer token.
+    pub async fn authenticate_token(&self, token: &str) -> Result<Caller, AuthError> {
+        let issuer = meshca_jwt::peek_issuer(token).map_err(|e| AuthError::Token(e.to_string()))?;
+        let ik = self
+            .issuers
+            .get(&issuer)
+            .ok_or_else(|| AuthError::UnknownIssuer(issuer.clone()))?;
+        let validation =
+            Validation::new(issuer.clone(), self.audience.clone()).with_now(self.clock.now());
+        let mut result = meshca_jwt::verify(token, &ik.keys.load(), &validation);
+        if matches!(result, Err(JwtError::UnknownKid(_))) && self.refresh(ik).await {
+            result = meshca_jwt::verify(token, &ik.keys.load(), &validation);
+        }
+        let claims = result.map_err(|e| AuthError::Token(e.to_string()))?;
+        let (ns, sa) = claims.kubernetes_service_account().ok_or_else(|| {
+            AuthError::Token("no Kubernetes service account in the token claims".into())
+        })?;
+        let identity = SpiffeId::new(&self.trust_domain, &ns, &sa)
+            .map_err(|e| AuthError::Token(e.to_string()))?;
+        Ok(Caller {
+            identity,
+            credential: format!("jwt:{issuer}"),
+        })
+    }
+
+    /// Authenticate a client certificate chain against the current trust bundle.
+    pub fn authenticate_cert(
+        &self,
+        chain: &[CertDer],
+        material: &CaMaterial,
+    ) -> Result<Caller, AuthError> {
+        let (leaf, rest) = chain.split_first().ok_or(AuthError::NoCredential)?;
+        material
+            .verify(leaf, rest, self.clock.now(), Usage::Client)
+            .map_err(|e| AuthError::Certificate(e.to_string()))?;
+        let info = meshca_pki::inspect::cert_info(leaf)
+            .map_err(|e| AuthError::Certificate(e.to_string()))?;
+        let uri = info
+            .spiffe_id
+            .ok_or_else(|| AuthError::Certificate("no SPIFFE ID in the certificate".into()))?;
+        let identity: SpiffeId = uri
+            .parse()
+            .map_err(|e: meshca_pki::SpiffeError| AuthError::Certificate(e.to_string()))?;
+        if identity.trust_domain() != self.trust_domain {
+            return Err(AuthError::Certificate(format!(
+                "{identity} is not in trust domain {}",
+                self.trust_domain
+            )));
+        }
+        Ok(Caller {
+            identity,
+            credential: "mtls".into(),
+        })
+    }
+
+    /// First match wins: the bearer token if one is sent, else the client certificate.
+    pub async fn authenticate(
+        &self,
+        bearer: Option<&str>,
+        peer_chain: Option<&[CertDer]>,
+        material: &CaMaterial,
+    ) -> Result<Caller, AuthError> {
+        let mut errors = Vec::new();
+        if let Some(token) = bearer {
+            match self.authenticate_token(token).await {
+                Ok(c) => return Ok(c),
+                Err(e) => errors.push(e),
+            }
+        }
+        if let Some(chain) = peer_chain.filter(|c| !c.is_empty()) {
+            match self.authenticate_cert(chain, material) {
+                Ok(c) => return Ok(c),
+                Err(e) => errors.push(e),
+            }
+        }
+        Err(errors.into_iter().next().unwrap_or(AuthError::NoCredential))
+    }
+
+    /// Apply `ImpersonatedIdentity`: only trusted node accounts may ask for
+    /// another workload's identity.
+    pub fn impersonate(&self, caller: &Caller, target: &str) -> Result<SpiffeId, AuthError> {
+        if !self.trusted_nodes.contains(&caller.identity.short()) {
+            return Err(AuthError::Impersonation {
+                caller: caller.identity.to_string(),
+                target: target.to_string(),
+            });
+        }
+        let id: SpiffeId = target
+            .parse()
+            .map_err(|_| AuthError::BadImpersonation(target.to_string()))?;
+        if id.trust_domain() != self.trust_domain {
+            return Err(AuthError::BadImpersonation(target.to_string()));
+        }
+        Ok(id)
+    }
+}
