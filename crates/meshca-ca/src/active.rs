@@ -41,19 +41,8 @@ pub struct ActiveCa {
 }
 
 impl ActiveCa {
-    pub fn new(
-        material: CaMaterial,
-        source: SourceKind,
-        directory: PathBuf,
-        now: SystemTime,
-    ) -> Self {
-        let snap = Snapshot {
-            material,
-            source,
-            directory,
-            loaded_at: now,
-            generation: 1,
-        };
+    pub fn new(material: CaMaterial, source: SourceKind, directory: PathBuf, now: SystemTime) -> Self {
+        let snap = Snapshot { material, source, directory, loaded_at: now, generation: 1 };
         let (changed, _) = tokio::sync::watch::channel(1);
         Self {
             current: ArcSwap::from_pointee(snap),
@@ -79,13 +68,7 @@ impl ActiveCa {
         now: SystemTime,
     ) -> Arc<Snapshot> {
         let generation = self.current.load().generation + 1;
-        let snap = Arc::new(Snapshot {
-            material,
-            source,
-            directory,
-            loaded_at: now,
-            generation,
-        });
+        let snap = Arc::new(Snapshot { material, source, directory, loaded_at: now, generation });
         self.current.store(snap.clone());
         {
             let mut r = self.reload.lock().unwrap_or_else(|p| p.into_inner());
@@ -105,10 +88,7 @@ impl ActiveCa {
     }
 
     pub fn reload_state(&self) -> ReloadState {
-        self.reload
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.reload.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Notified with the generation number whenever material is swapped.

@@ -39,38 +39,30 @@ pub struct AuditLog {
 impl AuditLog {
     /// Open (append) `path` and start the writer thread.
     pub fn open(path: &Path, metrics: Arc<Metrics>) -> std::io::Result<Self> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(path)?;
+        let file = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
         let (tx, rx) = sync_channel::<Record>(QUEUE);
-        std::thread::Builder::new()
-            .name("meshca-audit".into())
-            .spawn(move || {
-                let mut w = std::io::BufWriter::new(file);
-                while let Ok(rec) = rx.recv() {
-                    let mut write = |r: &Record| {
-                        if serde_json::to_writer(&mut w, r).is_ok() {
-                            let _ = w.write_all(b"\n");
-                        }
-                    };
-                    write(&rec);
-                    // Drain what is already queued before flushing once.
-                    while let Ok(more) = rx.try_recv() {
-                        write(&more);
+        std::thread::Builder::new().name("meshca-audit".into()).spawn(move || {
+            let mut w = std::io::BufWriter::new(file);
+            while let Ok(rec) = rx.recv() {
+                let mut write = |r: &Record| {
+                    if serde_json::to_writer(&mut w, r).is_ok() {
+                        let _ = w.write_all(b"\n");
                     }
-                    let _ = w.flush();
+                };
+                write(&rec);
+                // Drain what is already queued before flushing once.
+                while let Ok(more) = rx.try_recv() {
+                    write(&more);
                 }
-            })?;
+                let _ = w.flush();
+            }
+        })?;
         Ok(Self { tx, metrics })
     }
 
     pub fn record(&self, rec: Record) {
         if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.tx.try_send(rec) {
-            self.metrics
-                .audit_dropped
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.metrics.audit_dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 }

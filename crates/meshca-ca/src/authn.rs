@@ -83,17 +83,9 @@ pub struct Authenticator {
     http: reqwest::Client,
 }
 
-async fn fetch_keys(
-    http: &reqwest::Client,
-    issuer: &str,
-    source: &JwksSource,
-) -> Result<KeySet, String> {
+async fn fetch_keys(http: &reqwest::Client, issuer: &str, source: &JwksSource) -> Result<KeySet, String> {
     let get = |url: String| async move {
-        let resp = http
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| format!("GET {url}: {e}"))?;
+        let resp = http.get(&url).send().await.map_err(|e| format!("GET {url}: {e}"))?;
         if !resp.status().is_success() {
             return Err(format!("GET {url}: HTTP {}", resp.status()));
         }
@@ -102,9 +94,7 @@ async fn fetch_keys(
     match source {
         JwksSource::Static(k) => Ok(k.clone()),
         JwksSource::File(p) => {
-            let b = tokio::fs::read(p)
-                .await
-                .map_err(|e| format!("{}: {e}", p.display()))?;
+            let b = tokio::fs::read(p).await.map_err(|e| format!("{}: {e}", p.display()))?;
             KeySet::from_jwks_json(&b).map_err(|e| format!("{}: {e}", p.display()))
         }
         JwksSource::Url(u) => {
@@ -112,17 +102,10 @@ async fn fetch_keys(
             KeySet::from_jwks_json(&b).map_err(|e| format!("{u}: {e}"))
         }
         JwksSource::Oidc => {
-            let url = format!(
-                "{}/.well-known/openid-configuration",
-                issuer.trim_end_matches('/')
-            );
+            let url = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
             let doc = get(url.clone()).await?;
-            let v: serde_json::Value =
-                serde_json::from_slice(&doc).map_err(|e| format!("{url}: {e}"))?;
-            let jwks_uri = v
-                .get("jwks_uri")
-                .and_then(|j| j.as_str())
-                .ok_or_else(|| format!("{url}: no jwks_uri"))?;
+            let v: serde_json::Value = serde_json::from_slice(&doc).map_err(|e| format!("{url}: {e}"))?;
+            let jwks_uri = v.get("jwks_uri").and_then(|j| j.as_str()).ok_or_else(|| format!("{url}: no jwks_uri"))?;
             let b = get(jwks_uri.to_string()).await?;
             KeySet::from_jwks_json(&b).map_err(|e| format!("{jwks_uri}: {e}"))
         }
@@ -139,9 +122,7 @@ impl Authenticator {
         trusted_nodes: HashSet<String>,
         clock: SharedClock,
     ) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .build()?;
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
         let mut map = HashMap::new();
         for (issuer, source) in issuers {
             let keys = match fetch_keys(&http, &issuer, &source).await {
@@ -165,14 +146,7 @@ impl Authenticator {
                 }),
             );
         }
-        Ok(Self {
-            issuers: map,
-            audience,
-            trust_domain,
-            trusted_nodes,
-            clock,
-            http,
-        })
+        Ok(Self { issuers: map, audience, trust_domain, trusted_nodes, clock, http })
     }
 
     pub fn trust_domain(&self) -> &str {
@@ -204,56 +178,34 @@ impl Authenticator {
     /// Authenticate a bearer token.
     pub async fn authenticate_token(&self, token: &str) -> Result<Caller, AuthError> {
         let issuer = meshca_jwt::peek_issuer(token).map_err(|e| AuthError::Token(e.to_string()))?;
-        let ik = self
-            .issuers
-            .get(&issuer)
-            .ok_or_else(|| AuthError::UnknownIssuer(issuer.clone()))?;
-        let validation =
-            Validation::new(issuer.clone(), self.audience.clone()).with_now(self.clock.now());
+        let ik = self.issuers.get(&issuer).ok_or_else(|| AuthError::UnknownIssuer(issuer.clone()))?;
+        let validation = Validation::new(issuer.clone(), self.audience.clone()).with_now(self.clock.now());
         let mut result = meshca_jwt::verify(token, &ik.keys.load(), &validation);
         if matches!(result, Err(JwtError::UnknownKid(_))) && self.refresh(ik).await {
             result = meshca_jwt::verify(token, &ik.keys.load(), &validation);
         }
         let claims = result.map_err(|e| AuthError::Token(e.to_string()))?;
-        let (ns, sa) = claims.kubernetes_service_account().ok_or_else(|| {
-            AuthError::Token("no Kubernetes service account in the token claims".into())
-        })?;
-        let identity = SpiffeId::new(&self.trust_domain, &ns, &sa)
-            .map_err(|e| AuthError::Token(e.to_string()))?;
-        Ok(Caller {
-            identity,
-            credential: format!("jwt:{issuer}"),
-        })
+        let (ns, sa) = claims
+            .kubernetes_service_account()
+            .ok_or_else(|| AuthError::Token("no Kubernetes service account in the token claims".into()))?;
+        let identity = SpiffeId::new(&self.trust_domain, &ns, &sa).map_err(|e| AuthError::Token(e.to_string()))?;
+        Ok(Caller { identity, credential: format!("jwt:{issuer}") })
     }
 
     /// Authenticate a client certificate chain against the current trust bundle.
-    pub fn authenticate_cert(
-        &self,
-        chain: &[CertDer],
-        material: &CaMaterial,
-    ) -> Result<Caller, AuthError> {
+    pub fn authenticate_cert(&self, chain: &[CertDer], material: &CaMaterial) -> Result<Caller, AuthError> {
         let (leaf, rest) = chain.split_first().ok_or(AuthError::NoCredential)?;
         material
             .verify(leaf, rest, self.clock.now(), Usage::Client)
             .map_err(|e| AuthError::Certificate(e.to_string()))?;
-        let info = meshca_pki::inspect::cert_info(leaf)
-            .map_err(|e| AuthError::Certificate(e.to_string()))?;
-        let uri = info
-            .spiffe_id
-            .ok_or_else(|| AuthError::Certificate("no SPIFFE ID in the certificate".into()))?;
-        let identity: SpiffeId = uri
-            .parse()
-            .map_err(|e: meshca_pki::SpiffeError| AuthError::Certificate(e.to_string()))?;
+        let info = meshca_pki::inspect::cert_info(leaf).map_err(|e| AuthError::Certificate(e.to_string()))?;
+        let uri = info.spiffe_id.ok_or_else(|| AuthError::Certificate("no SPIFFE ID in the certificate".into()))?;
+        let identity: SpiffeId =
+            uri.parse().map_err(|e: meshca_pki::SpiffeError| AuthError::Certificate(e.to_string()))?;
         if identity.trust_domain() != self.trust_domain {
-            return Err(AuthError::Certificate(format!(
-                "{identity} is not in trust domain {}",
-                self.trust_domain
-            )));
+            return Err(AuthError::Certificate(format!("{identity} is not in trust domain {}", self.trust_domain)));
         }
-        Ok(Caller {
-            identity,
-            credential: "mtls".into(),
-        })
+        Ok(Caller { identity, credential: "mtls".into() })
     }
 
     /// First match wins: the bearer token if one is sent, else the client certificate.
@@ -283,14 +235,9 @@ impl Authenticator {
     /// another workload's identity.
     pub fn impersonate(&self, caller: &Caller, target: &str) -> Result<SpiffeId, AuthError> {
         if !self.trusted_nodes.contains(&caller.identity.short()) {
-            return Err(AuthError::Impersonation {
-                caller: caller.identity.to_string(),
-                target: target.to_string(),
-            });
+            return Err(AuthError::Impersonation { caller: caller.identity.to_string(), target: target.to_string() });
         }
-        let id: SpiffeId = target
-            .parse()
-            .map_err(|_| AuthError::BadImpersonation(target.to_string()))?;
+        let id: SpiffeId = target.parse().map_err(|_| AuthError::BadImpersonation(target.to_string()))?;
         if id.trust_domain() != self.trust_domain {
             return Err(AuthError::BadImpersonation(target.to_string()));
         }

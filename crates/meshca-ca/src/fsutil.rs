@@ -14,27 +14,13 @@ pub const PUBLIC_MODE: u32 = 0o644;
 /// Write `bytes` to `path` atomically with the given mode. Readers see either
 /// the old file or the complete new one, never a partial write.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
     let mut rnd = [0u8; 8];
-    aws_lc_rs::rand::fill(&mut rnd)
-        .map_err(|_| io::Error::other("random number generator failed"))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        hex::encode(rnd)
-    ));
+    aws_lc_rs::rand::fill(&mut rnd).map_err(|_| io::Error::other("random number generator failed"))?;
+    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), hex::encode(rnd)));
     let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
+        let mut f = OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
         f.set_permissions(fs::Permissions::from_mode(mode))?;
         f.write_all(bytes)?;
         f.sync_all()?;
@@ -78,10 +64,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("key.pem");
         write_secret(&p, b"one").unwrap();
-        assert_eq!(
-            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
         write_secret(&p, b"two").unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
         let leftovers: Vec<_> = fs::read_dir(dir.path())
@@ -91,13 +74,6 @@ mod tests {
             .collect();
         assert!(leftovers.is_empty());
         write_public(&dir.path().join("c.pem"), b"x").unwrap();
-        assert_eq!(
-            fs::metadata(dir.path().join("c.pem"))
-                .unwrap()
-                .permissions()
-                .mode()
-                & 0o777,
-            0o644
-        );
+        assert_eq!(fs::metadata(dir.path().join("c.pem")).unwrap().permissions().mode() & 0o777, 0o644);
     }
 }

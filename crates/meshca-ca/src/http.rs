@@ -49,36 +49,18 @@ pub fn material_facts(snap: &Snapshot) -> MaterialFacts {
             .unwrap_or(SystemTime::UNIX_EPOCH)
     };
     let m = &snap.material;
-    let root_expiry = m
-        .roots()
-        .iter()
-        .map(|r| not_after(r))
-        .min()
-        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let root_expiry = m.roots().iter().map(|r| not_after(r)).min().unwrap_or(SystemTime::UNIX_EPOCH);
     let chain_expiry = std::iter::once(m.signer().not_after())
         .chain(m.chain().iter().map(|c| not_after(c)))
         .min()
         .unwrap_or(SystemTime::UNIX_EPOCH);
-    MaterialFacts {
-        roots: m.roots().len(),
-        root_expiry,
-        chain_expiry,
-    }
+    MaterialFacts { roots: m.roots().len(), root_expiry, chain_expiry }
 }
 
 async fn metrics(State(s): State<Arc<HttpState>>) -> Response {
     let snap = s.active.load();
-    let body = s
-        .metrics
-        .render(Some(&material_facts(&snap)), s.clock.now());
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        body,
-    )
-        .into_response()
+    let body = s.metrics.render(Some(&material_facts(&snap)), s.clock.now());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
 
 /// The ETag of a trust bundle.
@@ -93,15 +75,8 @@ struct WaitQuery {
     wait: Option<u64>,
 }
 
-async fn root_cert(
-    State(s): State<Arc<HttpState>>,
-    Query(q): Query<WaitQuery>,
-    headers: HeaderMap,
-) -> Response {
-    let known = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+async fn root_cert(State(s): State<Arc<HttpState>>, Query(q): Query<WaitQuery>, headers: HeaderMap) -> Response {
+    let known = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).map(str::to_string);
     let mut changes = s.active.subscribe();
     let mut snap = s.active.load();
     let mut etag = bundle_etag(snap.material.roots_pem());
@@ -123,13 +98,7 @@ async fn root_cert(
     }
     (
         StatusCode::OK,
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/x-pem-file"),
-            ),
-            (header::ETAG, etag_header),
-        ],
+        [(header::CONTENT_TYPE, HeaderValue::from_static("application/x-pem-file")), (header::ETAG, etag_header)],
         snap.material.roots_pem().to_string(),
     )
         .into_response()

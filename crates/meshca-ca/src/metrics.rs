@@ -13,9 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 /// Upper bounds (seconds) of the issuance latency histogram.
-const LATENCY_BUCKETS: [f64; 14] = [
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-];
+const LATENCY_BUCKETS: [f64; 14] =
+    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
 
 /// Why a request was refused, as the `reason` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,12 +34,7 @@ impl Refusal {
             Refusal::Signing => "signing",
         }
     }
-    const ALL: [Refusal; 4] = [
-        Refusal::Authentication,
-        Refusal::Csr,
-        Refusal::Ttl,
-        Refusal::Signing,
-    ];
+    const ALL: [Refusal; 4] = [Refusal::Authentication, Refusal::Csr, Refusal::Ttl, Refusal::Signing];
 }
 
 #[derive(Debug, Default)]
@@ -68,9 +62,7 @@ pub struct MaterialFacts {
 }
 
 fn unix(t: SystemTime) -> f64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
+    t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 
 impl Metrics {
@@ -87,28 +79,16 @@ impl Metrics {
             }
         }
         self.latency_count.fetch_add(1, Ordering::Relaxed);
-        self.latency_sum_nanos.fetch_add(
-            d.as_nanos().min(u128::from(u64::MAX)) as u64,
-            Ordering::Relaxed,
-        );
+        self.latency_sum_nanos.fetch_add(d.as_nanos().min(u128::from(u64::MAX)) as u64, Ordering::Relaxed);
     }
 
     /// The Prometheus text exposition (format 0.0.4).
     pub fn render(&self, facts: Option<&MaterialFacts>, now: SystemTime) -> String {
         let mut out = String::with_capacity(4096);
         let counter = |out: &mut String, name: &str, help: &str, v: &AtomicU64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                v.load(Ordering::Relaxed)
-            );
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(Ordering::Relaxed));
         };
-        counter(
-            &mut out,
-            "citadel_server_csr_count_total",
-            "The number of CSRs received.",
-            &self.csr_count,
-        );
+        counter(&mut out, "citadel_server_csr_count_total", "The number of CSRs received.", &self.csr_count);
         counter(
             &mut out,
             "citadel_server_authentication_failure_count_total",
@@ -158,16 +138,10 @@ impl Metrics {
         let mut cumulative = 0u64;
         for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
             cumulative += self.latency_buckets[i].load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "meshca_issuance_duration_seconds_bucket{{le=\"{b}\"}} {cumulative}"
-            );
+            let _ = writeln!(out, "meshca_issuance_duration_seconds_bucket{{le=\"{b}\"}} {cumulative}");
         }
         let count = self.latency_count.load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "meshca_issuance_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
-        );
+        let _ = writeln!(out, "meshca_issuance_duration_seconds_bucket{{le=\"+Inf\"}} {count}");
         let _ = writeln!(
             out,
             "meshca_issuance_duration_seconds_sum {}",
@@ -202,12 +176,7 @@ impl Metrics {
                 "The time remaining, in seconds, before the cert chain will expire.",
                 unix(f.chain_expiry) - unix(now),
             );
-            gauge(
-                &mut out,
-                "meshca_trust_roots",
-                "Roots in the active trust bundle.",
-                f.roots as f64,
-            );
+            gauge(&mut out, "meshca_trust_roots", "Roots in the active trust bundle.", f.roots as f64);
         }
         let _ = writeln!(out, "# HELP meshca_build_info meshca version.\n# TYPE meshca_build_info gauge\nmeshca_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
         out

@@ -32,19 +32,13 @@ pub fn log_material(material: &CaMaterial) {
 }
 
 /// Load the initial CA material: plugged if `ca_dir` holds a set, else the persisted self-signed root.
-pub fn initial_material(
-    cfg: &ServeConfig,
-    clock: &SharedClock,
-) -> anyhow::Result<(CaMaterial, SourceKind)> {
+pub fn initial_material(cfg: &ServeConfig, clock: &SharedClock) -> anyhow::Result<(CaMaterial, SourceKind)> {
     let layout = source::detect(&cfg.ca_dir).map_err(|e| anyhow::anyhow!("{e}"))?;
     let key_path = source::key_path(&cfg.ca_dir, layout);
     match layout {
         Some(layout) => {
             let m = source::load_plugged(&cfg.ca_dir, layout, clock.now()).map_err(|e| {
-                anyhow::anyhow!(
-                    "refusing to start with the plug-in CA set in {}: {e}",
-                    cfg.ca_dir.display()
-                )
+                anyhow::anyhow!("refusing to start with the plug-in CA set in {}: {e}", cfg.ca_dir.display())
             })?;
             tracing::info!("Use plugged-in cert at {}", key_path.display());
             log_material(&m);
@@ -56,13 +50,9 @@ pub fn initial_material(
                 ttl: cfg.self_signed_ttl,
                 organization: cfg.trust_domain.clone(),
             };
-            let (m, created) =
-                source::load_or_create_self_signed(&cfg.data_dir, &opts, clock.now())
-                    .map_err(|e| anyhow::anyhow!("self-signed root: {e}"))?;
-            tracing::info!(
-                "No plugged-in cert at {}; self-signed cert is used",
-                key_path.display()
-            );
+            let (m, created) = source::load_or_create_self_signed(&cfg.data_dir, &opts, clock.now())
+                .map_err(|e| anyhow::anyhow!("self-signed root: {e}"))?;
+            tracing::info!("No plugged-in cert at {}; self-signed cert is used", key_path.display());
             if created {
                 tracing::info!(dir = %cfg.data_dir.join("ca").display(), "generated a new self-signed root");
             }
@@ -81,24 +71,14 @@ fn issue_serving(
 ) -> anyhow::Result<(rustls::sign::CertifiedKey, Duration)> {
     let snap = active.load();
     let key = PrivateKey::generate(KeyKind::EcP256)?;
-    let profile = LeafProfile {
-        uris: Vec::new(),
-        dns_names: dns.to_vec(),
-        ttl,
-    };
+    let profile = LeafProfile { uris: Vec::new(), dns_names: dns.to_vec(), ttl };
     let now = clock.now();
-    let issued = snap
-        .material
-        .signer()
-        .issue(&key.public_key_spki(), &profile, now)?;
+    let issued = snap.material.signer().issue(&key.public_key_spki(), &profile, now)?;
     let mut chain = vec![issued.cert];
     chain.extend(snap.material.chain().iter().cloned());
     let lifetime = issued.not_after.duration_since(now).unwrap_or_default();
     let pkcs8 = zeroize::Zeroizing::new(key.key_pair().serialize_der());
-    Ok((
-        tls::certified_key(chain, &pkcs8, &tls::provider())?,
-        lifetime,
-    ))
+    Ok((tls::certified_key(chain, &pkcs8, &tls::provider())?, lifetime))
 }
 
 /// Keep the serving certificate fresh: renew at half-life, and at once when the CA material changes.
@@ -122,10 +102,7 @@ fn spawn_serving_renewal(
                 Ok((ck, lifetime)) => {
                     serving.set(ck);
                     wait = (lifetime / 2).max(Duration::from_secs(1));
-                    tracing::info!(
-                        valid_for_s = lifetime.as_secs(),
-                        "renewed the gRPC serving certificate"
-                    );
+                    tracing::info!(valid_for_s = lifetime.as_secs(), "renewed the gRPC serving certificate");
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "could not renew the gRPC serving certificate; retrying in 10s");
@@ -137,44 +114,24 @@ fn spawn_serving_renewal(
 }
 
 /// Run the CA until `shutdown` completes.
-pub async fn run(
-    cfg: ServeConfig,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     let clock = clock::system();
     fsutil::ensure_private_dir(&cfg.data_dir)
         .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
     let (material, kind) = initial_material(&cfg, &clock)?;
     let roots = material.roots().len();
-    let active = Arc::new(ActiveCa::new(
-        material,
-        kind,
-        cfg.ca_dir.clone(),
-        clock.now(),
-    ));
-    tracing::info!(
-        "spiffe  Added {roots} certs to trust domain {} in peer cert verifier",
-        cfg.trust_domain
-    );
+    let active = Arc::new(ActiveCa::new(material, kind, cfg.ca_dir.clone(), clock.now()));
+    tracing::info!("spiffe  Added {roots} certs to trust domain {} in peer cert verifier", cfg.trust_domain);
 
     let metrics = Arc::new(Metrics::default());
     let audit_path = cfg.data_dir.join("audit.jsonl");
-    let audit = AuditLog::open(&audit_path, metrics.clone())
-        .with_context(|| format!("opening {}", audit_path.display()))?;
+    let audit =
+        AuditLog::open(&audit_path, metrics.clone()).with_context(|| format!("opening {}", audit_path.display()))?;
 
     let local_key = tokens::load_or_create_key(&cfg.data_dir)?;
-    let local_keys = meshca_jwt::KeySet::from_jwks(&meshca_jwt::Jwks {
-        keys: vec![local_key.public_jwk()],
-    })?;
-    let mut issuers = vec![(
-        tokens::LOCAL_ISSUER.to_string(),
-        JwksSource::Static(local_keys),
-    )];
-    issuers.extend(
-        cfg.jwt_issuers
-            .iter()
-            .map(|(i, s)| (i.clone(), JwksSource::parse(s))),
-    );
+    let local_keys = meshca_jwt::KeySet::from_jwks(&meshca_jwt::Jwks { keys: vec![local_key.public_jwk()] })?;
+    let mut issuers = vec![(tokens::LOCAL_ISSUER.to_string(), JwksSource::Static(local_keys))];
+    issuers.extend(cfg.jwt_issuers.iter().map(|(i, s)| (i.clone(), JwksSource::parse(s))));
     let auth = Authenticator::new(
         issuers,
         cfg.token_audience.clone(),
@@ -187,11 +144,7 @@ pub async fn run(
     let svc = CaService {
         active: active.clone(),
         auth: Arc::new(auth),
-        policy: IssuancePolicy {
-            default_ttl: cfg.default_ttl,
-            max_ttl: cfg.max_ttl,
-            ..Default::default()
-        },
+        policy: IssuancePolicy { default_ttl: cfg.default_ttl, max_ttl: cfg.max_ttl, ..Default::default() },
         metrics: metrics.clone(),
         audit,
         clock: clock.clone(),
@@ -204,12 +157,10 @@ pub async fn run(
         ready: false.into(),
         trust_domain: cfg.trust_domain.clone(),
     });
-    let http_listener = TcpListener::bind(cfg.http_addr)
-        .await
-        .with_context(|| format!("binding HTTP {}", cfg.http_addr))?;
-    let grpc_listener = TcpListener::bind(cfg.grpc_addr)
-        .await
-        .with_context(|| format!("binding gRPC {}", cfg.grpc_addr))?;
+    let http_listener =
+        TcpListener::bind(cfg.http_addr).await.with_context(|| format!("binding HTTP {}", cfg.http_addr))?;
+    let grpc_listener =
+        TcpListener::bind(cfg.grpc_addr).await.with_context(|| format!("binding gRPC {}", cfg.grpc_addr))?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -220,21 +171,14 @@ pub async fn run(
         let _ = rx.wait_for(|s| *s).await;
     };
 
-    let http = axum::serve(http_listener, router(http_state.clone()))
-        .with_graceful_shutdown(stopped(stop_rx.clone()));
-    let grpc_service =
-        IstioCertificateServiceServer::new(svc).max_decoding_message_size(4 * 1024 * 1024);
+    let http = axum::serve(http_listener, router(http_state.clone())).with_graceful_shutdown(stopped(stop_rx.clone()));
+    let grpc_service = IstioCertificateServiceServer::new(svc).max_decoding_message_size(4 * 1024 * 1024);
     let grpc_router = tonic::transport::Server::builder().add_service(grpc_service);
 
-    let grpc: std::pin::Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>> = if cfg.plaintext
-    {
+    let grpc: std::pin::Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>> = if cfg.plaintext {
         tracing::warn!(addr = %cfg.grpc_addr, "gRPC without TLS (--plaintext): for local use only");
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
-        Box::pin(async move {
-            Ok(grpc_router
-                .serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()))
-                .await?)
-        })
+        Box::pin(async move { Ok(grpc_router.serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone())).await?) })
     } else {
         let (ck, lifetime) = issue_serving(&active, &cfg.serving_dns, cfg.serving_ttl, &clock)?;
         let serving = Arc::new(ServingCert::new(ck));
@@ -248,11 +192,7 @@ pub async fn run(
         );
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls::server_config(serving)?));
         let incoming = tls_incoming(grpc_listener, acceptor);
-        Box::pin(async move {
-            Ok(grpc_router
-                .serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()))
-                .await?)
-        })
+        Box::pin(async move { Ok(grpc_router.serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone())).await?) })
     };
     http_state.ready.store(true, Ordering::Relaxed);
     tracing::info!(grpc = %cfg.grpc_addr, http = %cfg.http_addr, tls = !cfg.plaintext, trust_domain = %cfg.trust_domain, "meshca CA serving");

@@ -14,8 +14,7 @@ use meshca_pki::csr::{self, CsrPolicy};
 use meshca_pki::material::fmt_time;
 use meshca_pki::{CertDer, LeafProfile};
 use meshca_proto::{
-    IstioCertificateRequest, IstioCertificateResponse, IstioCertificateService,
-    IMPERSONATED_IDENTITY_KEY,
+    IstioCertificateRequest, IstioCertificateResponse, IstioCertificateService, IMPERSONATED_IDENTITY_KEY,
 };
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -72,8 +71,7 @@ pub struct CaService {
 pub const AUTH_FAILURE_MESSAGE: &str = "request authenticate failure";
 
 fn peer(req: &Request<IstioCertificateRequest>) -> String {
-    req.remote_addr()
-        .map_or_else(|| "unknown".to_string(), |a| a.to_string())
+    req.remote_addr().map_or_else(|| "unknown".to_string(), |a| a.to_string())
 }
 
 impl CaService {
@@ -110,25 +108,16 @@ impl CaService {
             .metadata()
             .get("authorization")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
             .map(str::trim);
         let certs: Option<Arc<Vec<CertDer>>> = req.peer_certs();
-        self.auth
-            .authenticate(bearer, certs.as_deref().map(|v| v.as_slice()), material)
-            .await
+        self.auth.authenticate(bearer, certs.as_deref().map(|v| v.as_slice()), material).await
     }
 }
 
 fn impersonated(req: &IstioCertificateRequest) -> Option<String> {
     use prost_types::value::Kind;
-    let v = req
-        .metadata
-        .as_ref()?
-        .fields
-        .get(IMPERSONATED_IDENTITY_KEY)?;
+    let v = req.metadata.as_ref()?.fields.get(IMPERSONATED_IDENTITY_KEY)?;
     match &v.kind {
         Some(Kind::StringValue(s)) if !s.is_empty() => Some(s.clone()),
         _ => None,
@@ -183,37 +172,17 @@ impl IstioCertificateService for CaService {
         let id = identity.to_string();
         let ttl = match self.policy.ttl_for(req.validity_duration) {
             Ok(t) => t,
-            Err(e) => {
-                return Err(self.refuse(
-                    who,
-                    Some(id),
-                    Refusal::Ttl,
-                    Code::InvalidArgument,
-                    e.clone(),
-                    e,
-                ))
-            }
+            Err(e) => return Err(self.refuse(who, Some(id), Refusal::Ttl, Code::InvalidArgument, e.clone(), e)),
         };
         let csr = match csr::validate(&req.csr, &id, &self.policy.csr) {
             Ok(c) => c,
             Err(e) => {
                 let msg = format!("invalid CSR: {e}");
-                return Err(self.refuse(
-                    who,
-                    Some(id),
-                    Refusal::Csr,
-                    Code::InvalidArgument,
-                    msg.clone(),
-                    msg,
-                ));
+                return Err(self.refuse(who, Some(id), Refusal::Csr, Code::InvalidArgument, msg.clone(), msg));
             }
         };
         let now = self.clock.now();
-        let profile = LeafProfile {
-            uris: vec![id.clone()],
-            dns_names: Vec::new(),
-            ttl,
-        };
+        let profile = LeafProfile { uris: vec![id.clone()], dns_names: Vec::new(), ttl };
         let issued = match material.signer().issue(&csr.spki_der, &profile, now) {
             Ok(l) => l,
             Err(e) => {
@@ -242,8 +211,6 @@ impl IstioCertificateService for CaService {
             reason: None,
             code: None,
         });
-        Ok(Response::new(IstioCertificateResponse {
-            cert_chain: chain,
-        }))
+        Ok(Response::new(IstioCertificateResponse { cert_chain: chain }))
     }
 }

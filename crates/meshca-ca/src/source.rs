@@ -18,46 +18,24 @@ pub enum Layout {
     KubernetesTls,
 }
 
-pub const ISTIO_FILES: [&str; 4] = [
-    "ca-cert.pem",
-    "ca-key.pem",
-    "cert-chain.pem",
-    "root-cert.pem",
-];
+pub const ISTIO_FILES: [&str; 4] = ["ca-cert.pem", "ca-key.pem", "cert-chain.pem", "root-cert.pem"];
 pub const TLS_FILES: [&str; 3] = ["tls.crt", "tls.key", "ca.crt"];
 
-fn msg(
-    file: impl Into<String>,
-    problem: impl Into<String>,
-    fix: impl Into<String>,
-) -> MaterialError {
-    MaterialError {
-        file: file.into(),
-        problem: problem.into(),
-        fix: fix.into(),
-    }
+fn msg(file: impl Into<String>, problem: impl Into<String>, fix: impl Into<String>) -> MaterialError {
+    MaterialError { file: file.into(), problem: problem.into(), fix: fix.into() }
 }
 
 /// Which layout `dir` holds, `None` when it holds no plug-in material at all.
 /// A partial set is an error naming the missing files.
 pub fn detect(dir: &Path) -> Result<Option<Layout>, MaterialError> {
-    let present =
-        |names: &[&str]| -> Vec<bool> { names.iter().map(|n| dir.join(n).exists()).collect() };
+    let present = |names: &[&str]| -> Vec<bool> { names.iter().map(|n| dir.join(n).exists()).collect() };
     let a = present(&ISTIO_FILES);
     let b = present(&TLS_FILES);
     let incomplete = |names: &[&str], have: &[bool]| {
-        let missing: Vec<&str> = names
-            .iter()
-            .zip(have)
-            .filter(|(_, h)| !**h)
-            .map(|(n, _)| *n)
-            .collect();
+        let missing: Vec<&str> = names.iter().zip(have).filter(|(_, h)| !**h).map(|(n, _)| *n).collect();
         msg(
             dir.join(missing[0]).display().to_string(),
-            format!(
-                "incomplete signing CA bundle: missing {}",
-                missing.join(", ")
-            ),
+            format!("incomplete signing CA bundle: missing {}", missing.join(", ")),
             format!("provide all of {} in {}", names.join(", "), dir.display()),
         )
     };
@@ -89,20 +67,14 @@ fn read(dir: &Path, name: &str) -> Result<(String, Vec<u8>), MaterialError> {
     let shown = path.display().to_string();
     match std::fs::read(&path) {
         Ok(b) => Ok((shown, b)),
-        Err(e) => Err(msg(
-            shown,
-            format!("cannot be read: {e}"),
-            "check that the file exists and is readable by meshca",
-        )),
+        Err(e) => {
+            Err(msg(shown, format!("cannot be read: {e}"), "check that the file exists and is readable by meshca"))
+        }
     }
 }
 
 /// Load and validate the plug-in set of `dir` in `layout`.
-pub fn load_plugged(
-    dir: &Path,
-    layout: Layout,
-    now: SystemTime,
-) -> Result<CaMaterial, MaterialError> {
+pub fn load_plugged(dir: &Path, layout: Layout, now: SystemTime) -> Result<CaMaterial, MaterialError> {
     match layout {
         Layout::Istio => {
             let (cn, cert) = read(dir, "ca-cert.pem")?;
@@ -110,22 +82,10 @@ pub fn load_plugged(
             let (chn, chain) = read(dir, "cert-chain.pem")?;
             let (rn, roots) = read(dir, "root-cert.pem")?;
             let input = MaterialInput {
-                cert: Part {
-                    name: &cn,
-                    pem: &cert,
-                },
-                key: Part {
-                    name: &kn,
-                    pem: &key,
-                },
-                chain: Some(Part {
-                    name: &chn,
-                    pem: &chain,
-                }),
-                roots: Part {
-                    name: &rn,
-                    pem: &roots,
-                },
+                cert: Part { name: &cn, pem: &cert },
+                key: Part { name: &kn, pem: &key },
+                chain: Some(Part { name: &chn, pem: &chain }),
+                roots: Part { name: &rn, pem: &roots },
             };
             let m = CaMaterial::from_input(&input, now);
             drop(zeroize::Zeroizing::new(key));
@@ -136,22 +96,10 @@ pub fn load_plugged(
             let (kn, key) = read(dir, "tls.key")?;
             let (rn, roots) = read(dir, "ca.crt")?;
             let input = MaterialInput {
-                cert: Part {
-                    name: &cn,
-                    pem: &cert,
-                },
-                key: Part {
-                    name: &kn,
-                    pem: &key,
-                },
-                chain: Some(Part {
-                    name: &cn,
-                    pem: &cert,
-                }),
-                roots: Part {
-                    name: &rn,
-                    pem: &roots,
-                },
+                cert: Part { name: &cn, pem: &cert },
+                key: Part { name: &kn, pem: &key },
+                chain: Some(Part { name: &cn, pem: &cert }),
+                roots: Part { name: &rn, pem: &roots },
             };
             let m = CaMaterial::from_input(&input, now);
             drop(zeroize::Zeroizing::new(key));
@@ -183,19 +131,10 @@ pub fn load_or_create_self_signed(
         let (cn, cert) = read(&dir, "root-cert.pem")?;
         let (kn, key) = read(&dir, "root-key.pem")?;
         let input = MaterialInput {
-            cert: Part {
-                name: &cn,
-                pem: &cert,
-            },
-            key: Part {
-                name: &kn,
-                pem: &key,
-            },
+            cert: Part { name: &cn, pem: &cert },
+            key: Part { name: &kn, pem: &key },
             chain: None,
-            roots: Part {
-                name: &cn,
-                pem: &cert,
-            },
+            roots: Part { name: &cn, pem: &cert },
         };
         let m = CaMaterial::from_input(&input, now);
         drop(zeroize::Zeroizing::new(key));
@@ -212,25 +151,13 @@ pub fn load_or_create_self_signed(
         },
         now,
     )
-    .map_err(|e| {
-        msg(
-            cert_path.display().to_string(),
-            format!("could not create the self-signed root: {e}"),
-            "",
-        )
-    })?;
+    .map_err(|e| msg(cert_path.display().to_string(), format!("could not create the self-signed root: {e}"), ""))?;
     let io = |p: &Path, e: std::io::Error| {
-        msg(
-            p.display().to_string(),
-            format!("cannot be written: {e}"),
-            "make the data directory writable by meshca",
-        )
+        msg(p.display().to_string(), format!("cannot be written: {e}"), "make the data directory writable by meshca")
     };
     fsutil::ensure_private_dir(&dir).map_err(|e| io(&dir, e))?;
-    fsutil::write_secret(&key_path, root.key.to_pkcs8_pem().as_bytes())
-        .map_err(|e| io(&key_path, e))?;
-    fsutil::write_public(&cert_path, pem::cert_to_pem(&root.cert).as_bytes())
-        .map_err(|e| io(&cert_path, e))?;
+    fsutil::write_secret(&key_path, root.key.to_pkcs8_pem().as_bytes()).map_err(|e| io(&key_path, e))?;
+    fsutil::write_public(&cert_path, pem::cert_to_pem(&root.cert).as_bytes()).map_err(|e| io(&cert_path, e))?;
     let m = CaMaterial::self_signed(root)?;
     Ok((m, true))
 }

@@ -25,9 +25,7 @@ pub struct ServingCert {
 
 impl ServingCert {
     pub fn new(ck: CertifiedKey) -> Self {
-        Self {
-            current: ArcSwap::from_pointee(ck),
-        }
+        Self { current: ArcSwap::from_pointee(ck) }
     }
     pub fn set(&self, ck: CertifiedKey) {
         self.current.store(Arc::new(ck));
@@ -46,8 +44,7 @@ pub fn certified_key(
     pkcs8: &[u8],
     provider: &CryptoProvider,
 ) -> anyhow::Result<CertifiedKey> {
-    let key =
-        PrivateKeyDer::try_from(pkcs8.to_vec()).map_err(|e| anyhow::anyhow!("serving key: {e}"))?;
+    let key = PrivateKeyDer::try_from(pkcs8.to_vec()).map_err(|e| anyhow::anyhow!("serving key: {e}"))?;
     let signing = provider.key_provider.load_private_key(key)?;
     Ok(CertifiedKey::new(chain, signing))
 }
@@ -83,12 +80,7 @@ impl ClientCertVerifier for DeferredClientCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
     fn verify_tls13_signature(
         &self,
@@ -96,17 +88,10 @@ impl ClientCertVerifier for DeferredClientCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }
 

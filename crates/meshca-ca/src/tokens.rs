@@ -19,9 +19,8 @@ pub fn key_path(data_dir: &Path) -> PathBuf {
 pub fn load_or_create_key(data_dir: &Path) -> anyhow::Result<SigningKey> {
     let path = key_path(data_dir);
     if path.exists() {
-        let text = zeroize::Zeroizing::new(
-            std::fs::read(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
-        );
+        let text =
+            zeroize::Zeroizing::new(std::fs::read(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?);
         use rustls_pki_types::pem::PemObject;
         let der = rustls_pki_types::PrivatePkcs8KeyDer::from_pem_slice(&text)
             .map_err(|e| anyhow::anyhow!("{}: not a PKCS#8 PEM key: {e}", path.display()))?;

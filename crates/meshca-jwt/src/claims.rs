@@ -110,11 +110,7 @@ impl Claims {
     /// (e.g. three or five parts) yields `None`.
     #[must_use]
     pub fn kubernetes_service_account(&self) -> Option<(String, String)> {
-        let sources = [
-            self.sa_from_subject(),
-            self.sa_from_projected(),
-            self.sa_from_legacy(),
-        ];
+        let sources = [self.sa_from_subject(), self.sa_from_projected(), self.sa_from_legacy()];
         let mut found: Option<(&str, &str)> = None;
         for source in sources {
             match source {
@@ -137,16 +133,8 @@ impl Claims {
             return Source::Invalid;
         };
         let mut parts = sub.split(':');
-        match (
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-        ) {
-            (Some("system"), Some("serviceaccount"), Some(ns), Some(sa), None)
-                if !ns.is_empty() && !sa.is_empty() =>
-            {
+        match (parts.next(), parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some("system"), Some("serviceaccount"), Some(ns), Some(sa), None) if !ns.is_empty() && !sa.is_empty() => {
                 Source::Found(ns, sa)
             }
             _ => Source::Invalid,
@@ -158,10 +146,7 @@ impl Claims {
             return Source::Absent;
         };
         let ns = k8s.get("namespace").and_then(Value::as_str);
-        let sa = k8s
-            .get("serviceaccount")
-            .and_then(|sa| sa.get("name"))
-            .and_then(Value::as_str);
+        let sa = k8s.get("serviceaccount").and_then(|sa| sa.get("name")).and_then(Value::as_str);
         found_if_non_empty(ns, sa)
     }
 
@@ -191,9 +176,7 @@ fn numeric_date_secs(value: &Value) -> Option<u64> {
     if let Some(secs) = value.as_u64() {
         return Some(secs);
     }
-    numeric_date(value)
-        .filter(|v| *v >= 0.0)
-        .map(|v| v.trunc() as u64)
+    numeric_date(value).filter(|v| *v >= 0.0).map(|v| v.trunc() as u64)
 }
 
 impl From<Map<String, Value>> for Claims {

@@ -58,11 +58,7 @@ pub(crate) fn sanitize(name: &str) -> String {
     if printable && !name.is_empty() && name.len() <= MAX_ECHO {
         name.to_string()
     } else {
-        let mut out: String = name
-            .chars()
-            .take(MAX_ECHO)
-            .map(|c| if c.is_ascii_graphic() { c } else { '?' })
-            .collect();
+        let mut out: String = name.chars().take(MAX_ECHO).map(|c| if c.is_ascii_graphic() { c } else { '?' }).collect();
         out.push_str("...");
         out
     }

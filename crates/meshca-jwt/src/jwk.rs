@@ -65,22 +65,14 @@ impl Jwk {
         let required: Vec<(&str, &Option<String>)> = match self.kty.as_str() {
             "EC" => vec![("crv", &self.crv), ("x", &self.x), ("y", &self.y)],
             "RSA" => vec![("e", &self.e), ("n", &self.n)],
-            _ => {
-                return Err(JwtError::InvalidKey(
-                    "thumbprint needs an EC or RSA key".into(),
-                ))
-            }
+            _ => return Err(JwtError::InvalidKey("thumbprint needs an EC or RSA key".into())),
         };
         for (name, value) in required {
-            let value = value
-                .as_deref()
-                .ok_or_else(|| JwtError::InvalidKey(format!("JWK has no \"{name}\"")))?;
+            let value = value.as_deref().ok_or_else(|| JwtError::InvalidKey(format!("JWK has no \"{name}\"")))?;
             members.insert(name, value);
         }
-        let canonical = serde_json::to_vec(&members)
-            .map_err(|_| JwtError::InvalidKey("JWK cannot be serialized".into()))?;
-        Ok(b64_encode(
-            digest::digest(&digest::SHA256, &canonical).as_ref(),
-        ))
+        let canonical =
+            serde_json::to_vec(&members).map_err(|_| JwtError::InvalidKey("JWK cannot be serialized".into()))?;
+        Ok(b64_encode(digest::digest(&digest::SHA256, &canonical).as_ref()))
     }
 }

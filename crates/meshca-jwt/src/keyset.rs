@@ -62,15 +62,15 @@ impl KeySet {
         struct RawJwks {
             keys: Vec<Value>,
         }
-        let raw: RawJwks = serde_json::from_slice(bytes)
-            .map_err(|e| JwtError::InvalidKey(format!("not a JWKS document: {e}")))?;
+        let raw: RawJwks =
+            serde_json::from_slice(bytes).map_err(|e| JwtError::InvalidKey(format!("not a JWKS document: {e}")))?;
         let mut set = KeySet::default();
         for value in raw.keys {
             if !matches!(value.get("kty").and_then(Value::as_str), Some("EC" | "RSA")) {
                 continue;
             }
-            let jwk: Jwk = serde_json::from_value(value)
-                .map_err(|e| JwtError::InvalidKey(format!("invalid JWK: {e}")))?;
+            let jwk: Jwk =
+                serde_json::from_value(value).map_err(|e| JwtError::InvalidKey(format!("invalid JWK: {e}")))?;
             set.add(&jwk)?;
         }
         Ok(set)
@@ -152,17 +152,11 @@ impl KeySet {
                 if existing.alg == alg && existing.key.as_ref() == key.as_ref() {
                     return Ok(()); // the same key listed twice
                 }
-                return Err(JwtError::InvalidKey(format!(
-                    "two different keys share the kid {kid:?}"
-                )));
+                return Err(JwtError::InvalidKey(format!("two different keys share the kid {kid:?}")));
             }
             self.by_kid.insert(kid.clone(), self.entries.len());
         }
-        self.entries.push(Entry {
-            kid: jwk.kid.clone(),
-            alg,
-            key,
-        });
+        self.entries.push(Entry { kid: jwk.kid.clone(), alg, key });
         Ok(())
     }
 }
@@ -184,36 +178,25 @@ fn usable_algorithm(jwk: &Jwk) -> Result<Option<Algorithm>, JwtError> {
     match jwk.alg.as_deref() {
         None => Ok(Some(alg)),
         Some(declared) if declared == alg.as_str() => Ok(Some(alg)),
-        Some(declared @ ("ES256" | "RS256")) => Err(JwtError::InvalidKey(format!(
-            "JWK alg {declared} does not match its kty {}",
-            jwk.kty
-        ))),
+        Some(declared @ ("ES256" | "RS256")) => {
+            Err(JwtError::InvalidKey(format!("JWK alg {declared} does not match its kty {}", jwk.kty)))
+        }
         Some(_) => Ok(None),
     }
 }
 
-fn decode_member(
-    jwk: &Jwk,
-    name: &'static str,
-    value: Option<&String>,
-) -> Result<Vec<u8>, JwtError> {
-    let value =
-        value.ok_or_else(|| JwtError::InvalidKey(format!("{} JWK has no \"{name}\"", jwk.kty)))?;
-    URL_SAFE_NO_PAD.decode(value).map_err(|_| {
-        JwtError::InvalidKey(format!(
-            "{} JWK \"{name}\" is not unpadded base64url",
-            jwk.kty
-        ))
-    })
+fn decode_member(jwk: &Jwk, name: &'static str, value: Option<&String>) -> Result<Vec<u8>, JwtError> {
+    let value = value.ok_or_else(|| JwtError::InvalidKey(format!("{} JWK has no \"{name}\"", jwk.kty)))?;
+    URL_SAFE_NO_PAD
+        .decode(value)
+        .map_err(|_| JwtError::InvalidKey(format!("{} JWK \"{name}\" is not unpadded base64url", jwk.kty)))
 }
 
 fn parse_ec_p256(jwk: &Jwk) -> Result<ParsedPublicKey, JwtError> {
     let x = decode_member(jwk, "x", jwk.x.as_ref())?;
     let y = decode_member(jwk, "y", jwk.y.as_ref())?;
     if x.len() != P256_COORD_LEN || y.len() != P256_COORD_LEN {
-        return Err(JwtError::InvalidKey(
-            "P-256 JWK coordinates must be 32 bytes each".into(),
-        ));
+        return Err(JwtError::InvalidKey("P-256 JWK coordinates must be 32 bytes each".into()));
     }
     let mut point = Vec::with_capacity(1 + 2 * P256_COORD_LEN);
     point.push(0x04); // SEC 1 uncompressed point
@@ -240,9 +223,7 @@ fn parse_rsa(jwk: &Jwk) -> Result<ParsedPublicKey, JwtError> {
     }
     let e_is_valid = e.len() <= 8 && e.last().is_some_and(|b| b & 1 == 1) && e != [1];
     if !e_is_valid {
-        return Err(JwtError::InvalidKey(
-            "RSA public exponent is invalid".into(),
-        ));
+        return Err(JwtError::InvalidKey("RSA public exponent is invalid".into()));
     }
     RsaPublicKeyComponents { n, e }
         .to_parsed_public_key(&RSA_PKCS1_2048_8192_SHA256)
@@ -256,8 +237,6 @@ fn strip_leading_zeros(bytes: &[u8]) -> &[u8] {
 
 impl fmt::Debug for KeySet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list()
-            .entries(self.entries.iter().map(|e| (e.kid.as_deref(), e.alg)))
-            .finish()
+        f.debug_list().entries(self.entries.iter().map(|e| (e.kid.as_deref(), e.alg))).finish()
     }
 }

@@ -5,9 +5,7 @@ use std::fmt;
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::KeySize;
-use aws_lc_rs::signature::{
-    EcdsaKeyPair, KeyPair as _, RsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING, RSA_PKCS1_SHA256,
-};
+use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair as _, RsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING, RSA_PKCS1_SHA256};
 use serde_json::Value;
 use zeroize::Zeroizing;
 
@@ -144,10 +142,10 @@ impl SigningKey {
             "kid": self.kid(),
             "typ": "JWT",
         });
-        let header = serde_json::to_vec(&header)
-            .map_err(|_| JwtError::Signing("cannot serialize the header".into()))?;
-        let payload = serde_json::to_vec(claims)
-            .map_err(|_| JwtError::Signing("cannot serialize the claims".into()))?;
+        let header =
+            serde_json::to_vec(&header).map_err(|_| JwtError::Signing("cannot serialize the header".into()))?;
+        let payload =
+            serde_json::to_vec(claims).map_err(|_| JwtError::Signing("cannot serialize the claims".into()))?;
         let mut token = b64_encode(&header);
         token.push('.');
         token.push_str(&b64_encode(&payload));
@@ -157,24 +155,18 @@ impl SigningKey {
             SigningKey::Rs256 { key_pair, .. } => key_pair.public_modulus_len(),
         };
         if token.len() + 1 + signature_len.div_ceil(3) * 4 > MAX_TOKEN_LEN {
-            return Err(JwtError::Signing(format!(
-                "token would be longer than {MAX_TOKEN_LEN} bytes"
-            )));
+            return Err(JwtError::Signing(format!("token would be longer than {MAX_TOKEN_LEN} bytes")));
         }
 
         let rng = SystemRandom::new();
         let failed = |_| JwtError::Signing("signature operation failed".into());
         let signature = match self {
-            SigningKey::Es256 { key_pair, .. } => key_pair
-                .sign(&rng, token.as_bytes())
-                .map_err(failed)?
-                .as_ref()
-                .to_vec(),
+            SigningKey::Es256 { key_pair, .. } => {
+                key_pair.sign(&rng, token.as_bytes()).map_err(failed)?.as_ref().to_vec()
+            }
             SigningKey::Rs256 { key_pair, .. } => {
                 let mut signature = vec![0; signature_len];
-                key_pair
-                    .sign(&RSA_PKCS1_SHA256, &rng, token.as_bytes(), &mut signature)
-                    .map_err(failed)?;
+                key_pair.sign(&RSA_PKCS1_SHA256, &rng, token.as_bytes(), &mut signature).map_err(failed)?;
                 signature
             }
         };
@@ -184,17 +176,13 @@ impl SigningKey {
     }
 
     fn from_ec(key_pair: EcdsaKeyPair) -> Result<SigningKey, JwtError> {
-        let pkcs8 = key_pair
-            .to_pkcs8v1()
-            .map_err(|_| JwtError::InvalidKey("cannot encode the EC key as PKCS#8".into()))?;
+        let pkcs8 =
+            key_pair.to_pkcs8v1().map_err(|_| JwtError::InvalidKey("cannot encode the EC key as PKCS#8".into()))?;
         let pkcs8 = Zeroizing::new(pkcs8.as_ref().to_vec());
         // SEC 1 uncompressed point: 0x04 || x (32 bytes) || y (32 bytes).
         let point = key_pair.public_key().as_ref();
-        let (Some(0x04), Some(x), Some(y)) = (point.first(), point.get(1..33), point.get(33..65))
-        else {
-            return Err(JwtError::InvalidKey(
-                "unexpected EC public key encoding".into(),
-            ));
+        let (Some(0x04), Some(x), Some(y)) = (point.first(), point.get(1..33), point.get(33..65)) else {
+            return Err(JwtError::InvalidKey("unexpected EC public key encoding".into()));
         };
         let jwk = Jwk {
             kty: "EC".into(),
@@ -204,36 +192,22 @@ impl SigningKey {
             ..Jwk::default()
         };
         let (public, kid) = finish_jwk(jwk, Algorithm::ES256)?;
-        Ok(SigningKey::Es256 {
-            key_pair,
-            public,
-            kid,
-            pkcs8,
-        })
+        Ok(SigningKey::Es256 { key_pair, public, kid, pkcs8 })
     }
 
     fn from_rsa(key_pair: RsaKeyPair) -> Result<SigningKey, JwtError> {
-        let pkcs8 = AsDer::as_der(&key_pair)
-            .map_err(|_| JwtError::InvalidKey("cannot encode the RSA key as PKCS#8".into()))?;
+        let pkcs8 =
+            AsDer::as_der(&key_pair).map_err(|_| JwtError::InvalidKey("cannot encode the RSA key as PKCS#8".into()))?;
         let pkcs8 = Zeroizing::new(pkcs8.as_ref().to_vec());
         let public_key = key_pair.public_key();
         let jwk = Jwk {
             kty: "RSA".into(),
-            n: Some(b64_encode(
-                public_key.modulus().big_endian_without_leading_zero(),
-            )),
-            e: Some(b64_encode(
-                public_key.exponent().big_endian_without_leading_zero(),
-            )),
+            n: Some(b64_encode(public_key.modulus().big_endian_without_leading_zero())),
+            e: Some(b64_encode(public_key.exponent().big_endian_without_leading_zero())),
             ..Jwk::default()
         };
         let (public, kid) = finish_jwk(jwk, Algorithm::RS256)?;
-        Ok(SigningKey::Rs256 {
-            key_pair,
-            public,
-            kid,
-            pkcs8,
-        })
+        Ok(SigningKey::Rs256 { key_pair, public, kid, pkcs8 })
     }
 }
 
@@ -249,9 +223,6 @@ fn finish_jwk(mut jwk: Jwk, alg: Algorithm) -> Result<(Jwk, String), JwtError> {
 
 impl fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SigningKey")
-            .field("alg", &self.algorithm())
-            .field("kid", &self.kid())
-            .finish_non_exhaustive()
+        f.debug_struct("SigningKey").field("alg", &self.algorithm()).field("kid", &self.kid()).finish_non_exhaustive()
     }
 }

@@ -49,11 +49,7 @@ impl Header {
             Some(_) => return Err(malformed("header \"alg\" is not a string")),
             None => return Err(malformed("header has no \"alg\"")),
         };
-        Ok(Header {
-            alg,
-            kid: optional_string(obj, "kid")?,
-            typ: optional_string(obj, "typ")?,
-        })
+        Ok(Header { alg, kid: optional_string(obj, "kid")?, typ: optional_string(obj, "typ")? })
     }
 }
 
@@ -61,9 +57,7 @@ fn optional_string(obj: &Map<String, Value>, name: &str) -> Result<Option<String
     match obj.get(name) {
         None => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(JwtError::Malformed(format!(
-            "header \"{name}\" is not a string"
-        ))),
+        Some(_) => Err(JwtError::Malformed(format!("header \"{name}\" is not a string"))),
     }
 }
 
@@ -83,37 +77,23 @@ pub(crate) fn malformed(msg: &str) -> JwtError {
 /// Splits a token into its three parts, enforcing the length cap.
 pub(crate) fn split(token: &str) -> Result<Parts<'_>, JwtError> {
     if token.len() > MAX_TOKEN_LEN {
-        return Err(JwtError::Malformed(format!(
-            "token is longer than {MAX_TOKEN_LEN} bytes"
-        )));
+        return Err(JwtError::Malformed(format!("token is longer than {MAX_TOKEN_LEN} bytes")));
     }
     let mut it = token.split('.');
-    let (Some(header), Some(payload), Some(signature), None) =
-        (it.next(), it.next(), it.next(), it.next())
-    else {
-        return Err(malformed(
-            "token must have exactly three dot-separated parts",
-        ));
+    let (Some(header), Some(payload), Some(signature), None) = (it.next(), it.next(), it.next(), it.next()) else {
+        return Err(malformed("token must have exactly three dot-separated parts"));
     };
     if header.is_empty() || payload.is_empty() || signature.is_empty() {
         return Err(malformed("token has an empty part"));
     }
-    let signing_input = token
-        .get(..header.len() + 1 + payload.len())
-        .ok_or_else(|| malformed("token has an invalid structure"))?;
-    Ok(Parts {
-        header,
-        payload,
-        signature,
-        signing_input,
-    })
+    let signing_input =
+        token.get(..header.len() + 1 + payload.len()).ok_or_else(|| malformed("token has an invalid structure"))?;
+    Ok(Parts { header, payload, signature, signing_input })
 }
 
 /// Decodes unpadded base64url, rejecting padding and non-canonical input.
 pub(crate) fn b64_decode(part: &str, what: &str) -> Result<Vec<u8>, JwtError> {
-    URL_SAFE_NO_PAD
-        .decode(part)
-        .map_err(|_| JwtError::Malformed(format!("{what} is not valid unpadded base64url")))
+    URL_SAFE_NO_PAD.decode(part).map_err(|_| JwtError::Malformed(format!("{what} is not valid unpadded base64url")))
 }
 
 /// Encodes bytes as unpadded base64url.
@@ -128,16 +108,8 @@ pub(crate) fn parse_object(bytes: &[u8], what: &str) -> Result<Map<String, Value
     match serde_json::from_slice::<StrictObject>(bytes) {
         Ok(StrictObject(map)) => Ok(map),
         Err(e) => {
-            let kind = if e.is_data() {
-                "not a JSON object with unique member names"
-            } else {
-                "not valid JSON"
-            };
-            Err(JwtError::Malformed(format!(
-                "{what} is {kind} (line {}, column {})",
-                e.line(),
-                e.column()
-            )))
+            let kind = if e.is_data() { "not a JSON object with unique member names" } else { "not valid JSON" };
+            Err(JwtError::Malformed(format!("{what} is {kind} (line {}, column {})", e.line(), e.column())))
         }
     }
 }
@@ -220,11 +192,7 @@ mod tests {
 
     #[test]
     fn header_is_decoded() {
-        let token = format!(
-            "{}.{}.c2ln",
-            enc(r#"{"alg":"RS256","kid":"k1"}"#),
-            enc("{}")
-        );
+        let token = format!("{}.{}.c2ln", enc(r#"{"alg":"RS256","kid":"k1"}"#), enc("{}"));
         let h = decode_header(&token).expect("valid header");
         assert_eq!(h.alg, "RS256");
         assert_eq!(h.kid.as_deref(), Some("k1"));

@@ -34,12 +34,7 @@ impl Validation {
     /// ([`DEFAULT_LEEWAY`]) at the current time.
     #[must_use]
     pub fn new(issuer: impl Into<String>, audience: impl Into<String>) -> Validation {
-        Validation {
-            issuer: issuer.into(),
-            audience: audience.into(),
-            leeway: DEFAULT_LEEWAY,
-            now: SystemTime::now(),
-        }
+        Validation { issuer: issuer.into(), audience: audience.into(), leeway: DEFAULT_LEEWAY, now: SystemTime::now() }
     }
 
     /// Replaces the validation time.
@@ -98,10 +93,7 @@ pub fn verify(token: &str, keys: &KeySet, v: &Validation) -> Result<Claims, JwtE
     if alg == Algorithm::ES256 && signature.len() != ES256_SIGNATURE_LEN {
         return Err(JwtError::BadSignature);
     }
-    entry
-        .key
-        .verify_sig(parts.signing_input.as_bytes(), &signature)
-        .map_err(|_| JwtError::BadSignature)?;
+    entry.key.verify_sig(parts.signing_input.as_bytes(), &signature).map_err(|_| JwtError::BadSignature)?;
 
     let claims = parse_object(&payload, "payload")?;
     check_claims(&claims, v)?;
@@ -120,9 +112,7 @@ fn check_claims(claims: &Map<String, Value>, v: &Validation) -> Result<(), JwtEr
         Some(Value::Array(auds)) => {
             let mut found = false;
             for aud in auds {
-                let aud = aud
-                    .as_str()
-                    .ok_or_else(|| malformed("claim \"aud\" has a non-string element"))?;
+                let aud = aud.as_str().ok_or_else(|| malformed("claim \"aud\" has a non-string element"))?;
                 found |= aud == v.audience;
             }
             found

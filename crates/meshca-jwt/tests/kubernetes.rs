@@ -25,18 +25,12 @@ fn projected(ns: &str, name: &str) -> Value {
 
 #[test]
 fn subject_form() {
-    assert_eq!(
-        sa(json!({"sub": "system:serviceaccount:istio-system:istiod"})),
-        some("istio-system", "istiod")
-    );
+    assert_eq!(sa(json!({"sub": "system:serviceaccount:istio-system:istiod"})), some("istio-system", "istiod"));
 }
 
 #[test]
 fn projected_token_form() {
-    assert_eq!(
-        sa(json!({"kubernetes.io": projected("foo", "bar")})),
-        some("foo", "bar")
-    );
+    assert_eq!(sa(json!({"kubernetes.io": projected("foo", "bar")})), some("foo", "bar"));
     // The real shape: sub and nested claims together, agreeing.
     let both = json!({
         "sub": "system:serviceaccount:foo:bar",
@@ -107,19 +101,10 @@ fn malformed_subjects() {
 fn malformed_nested_claims() {
     assert_eq!(sa(json!({})), None);
     assert_eq!(sa(json!({"kubernetes.io": {"namespace": "foo"}})), None);
-    assert_eq!(
-        sa(json!({"kubernetes.io": {"namespace": "", "serviceaccount": {"name": "x"}}})),
-        None
-    );
-    assert_eq!(
-        sa(json!({"kubernetes.io": {"namespace": "foo", "serviceaccount": "bar"}})),
-        None
-    );
+    assert_eq!(sa(json!({"kubernetes.io": {"namespace": "", "serviceaccount": {"name": "x"}}})), None);
+    assert_eq!(sa(json!({"kubernetes.io": {"namespace": "foo", "serviceaccount": "bar"}})), None);
     assert_eq!(sa(json!({"kubernetes.io": "foo/bar"})), None);
-    assert_eq!(
-        sa(json!({"kubernetes.io/serviceaccount/namespace": "foo"})),
-        None
-    );
+    assert_eq!(sa(json!({"kubernetes.io/serviceaccount/namespace": "foo"})), None);
 }
 
 #[test]
@@ -137,8 +122,5 @@ fn verified_projected_token() {
         }))
         .expect("sign");
     let claims = verify(&token, &keyset(&[&key]), &validation()).expect("verify");
-    assert_eq!(
-        claims.kubernetes_service_account(),
-        some("bookinfo", "reviews")
-    );
+    assert_eq!(claims.kubernetes_service_account(), some("bookinfo", "reviews"));
 }

@@ -24,11 +24,7 @@ fn openssl(dir: &Path, args: &[&str]) -> Vec<u8> {
              `openssl` on PATH"
         ),
     };
-    assert!(
-        output.status.success(),
-        "openssl {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "openssl {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
     output.stdout
 }
 
@@ -52,12 +48,7 @@ fn der_two_integers(der: &[u8]) -> (Vec<u8>, Vec<u8>) {
     let (a, seq) = der_tlv(0x02, seq);
     let (b, seq) = der_tlv(0x02, seq);
     assert!(seq.is_empty(), "more than two INTEGERs");
-    let strip = |v: &[u8]| {
-        v.iter()
-            .skip_while(|&&b| b == 0)
-            .copied()
-            .collect::<Vec<u8>>()
-    };
+    let strip = |v: &[u8]| v.iter().skip_while(|&&b| b == 0).copied().collect::<Vec<u8>>();
     (strip(a), strip(b))
 }
 
@@ -88,11 +79,7 @@ fn fixed_to_der(sig: &[u8]) -> Vec<u8> {
 
 /// The unsigned JWS signing input for `header`/claims, written to `input.txt`.
 fn signing_input(dir: &Path, header: serde_json::Value) -> String {
-    let input = format!(
-        "{}.{}",
-        b64(header.to_string().as_bytes()),
-        b64(claims().to_string().as_bytes())
-    );
+    let input = format!("{}.{}", b64(header.to_string().as_bytes()), b64(claims().to_string().as_bytes()));
     fs::write(dir.join("input.txt"), &input).expect("write input");
     input
 }
@@ -108,18 +95,7 @@ fn openssl_verifies(dir: &Path, key: &SigningKey, public_pem: &str) {
         Algorithm::RS256 => sig,
     };
     fs::write(dir.join("ours.sig"), sig).expect("write");
-    let out = openssl(
-        dir,
-        &[
-            "dgst",
-            "-sha256",
-            "-verify",
-            public_pem,
-            "-signature",
-            "ours.sig",
-            "ours.txt",
-        ],
-    );
+    let out = openssl(dir, &["dgst", "-sha256", "-verify", public_pem, "-signature", "ours.sig", "ours.txt"]);
     assert!(String::from_utf8_lossy(&out).contains("Verified OK"));
 }
 
@@ -127,26 +103,9 @@ fn openssl_verifies(dir: &Path, key: &SigningKey, public_pem: &str) {
 fn es256_token_signed_by_openssl() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
-    openssl(
-        dir,
-        &[
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-out",
-            "ec.pem",
-        ],
-    );
-    openssl(
-        dir,
-        &["pkey", "-in", "ec.pem", "-pubout", "-out", "ec_pub.pem"],
-    );
-    let spki = openssl(
-        dir,
-        &["pkey", "-in", "ec.pem", "-pubout", "-outform", "DER"],
-    );
+    openssl(dir, &["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", "ec.pem"]);
+    openssl(dir, &["pkey", "-in", "ec.pem", "-pubout", "-out", "ec_pub.pem"]);
+    let spki = openssl(dir, &["pkey", "-in", "ec.pem", "-pubout", "-outform", "DER"]);
     // P-256 SubjectPublicKeyInfo: 26 bytes of prefix, then 04 || x || y.
     assert_eq!(spki.len(), 91);
     assert_eq!(spki[26], 0x04);
@@ -161,10 +120,7 @@ fn es256_token_signed_by_openssl() {
     let jwks = json!({ "keys": [jwk] }).to_string();
     let keys = KeySet::from_jwks_json(jwks.as_bytes()).expect("key set");
 
-    let input = signing_input(
-        dir,
-        json!({"alg": "ES256", "kid": "openssl-ec", "typ": "JWT"}),
-    );
+    let input = signing_input(dir, json!({"alg": "ES256", "kid": "openssl-ec", "typ": "JWT"}));
     let der = openssl(dir, &["dgst", "-sha256", "-sign", "ec.pem", "input.txt"]);
     let token = format!("{input}.{}", b64(&der_to_fixed(&der)));
     let verified = verify(&token, &keys, &validation()).expect("openssl ES256 token verifies");
@@ -172,19 +128,11 @@ fn es256_token_signed_by_openssl() {
 
     // The DER form openssl emits is not valid JOSE.
     let der_token = format!("{input}.{}", b64(&der));
-    assert_eq!(
-        verify(&der_token, &keys, &validation()),
-        Err(JwtError::BadSignature)
-    );
+    assert_eq!(verify(&der_token, &keys, &validation()), Err(JwtError::BadSignature));
 
     // Same key loaded from openssl's PKCS#8: same thumbprint, and openssl
     // verifies what we sign.
-    let p8 = openssl(
-        dir,
-        &[
-            "pkcs8", "-topk8", "-nocrypt", "-in", "ec.pem", "-outform", "DER",
-        ],
-    );
+    let p8 = openssl(dir, &["pkcs8", "-topk8", "-nocrypt", "-in", "ec.pem", "-outform", "DER"]);
     let ours = SigningKey::from_pkcs8_der(&p8).expect("load openssl key");
     assert_eq!(ours.algorithm(), Algorithm::ES256);
     assert_eq!(jwk.thumbprint().as_deref(), Ok(ours.kid()));
@@ -195,33 +143,9 @@ fn es256_token_signed_by_openssl() {
 fn rs256_token_signed_by_openssl() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
-    openssl(
-        dir,
-        &[
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-            "-out",
-            "rsa.pem",
-        ],
-    );
-    openssl(
-        dir,
-        &["pkey", "-in", "rsa.pem", "-pubout", "-out", "rsa_pub.pem"],
-    );
-    let pkcs1 = openssl(
-        dir,
-        &[
-            "rsa",
-            "-in",
-            "rsa.pem",
-            "-RSAPublicKey_out",
-            "-outform",
-            "DER",
-        ],
-    );
+    openssl(dir, &["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", "rsa.pem"]);
+    openssl(dir, &["pkey", "-in", "rsa.pem", "-pubout", "-out", "rsa_pub.pem"]);
+    let pkcs1 = openssl(dir, &["rsa", "-in", "rsa.pem", "-RSAPublicKey_out", "-outform", "DER"]);
     let (n, e) = der_two_integers(&pkcs1);
     assert_eq!(n.len(), 256);
     let jwk = Jwk {
@@ -244,30 +168,11 @@ fn rs256_token_signed_by_openssl() {
     assert_eq!(verified.audiences(), vec![AUD]);
 
     // A PSS signature over the same input is not RS256.
-    let pss = openssl(
-        dir,
-        &[
-            "dgst",
-            "-sha256",
-            "-sign",
-            "rsa.pem",
-            "-sigopt",
-            "rsa_padding_mode:pss",
-            "input.txt",
-        ],
-    );
+    let pss = openssl(dir, &["dgst", "-sha256", "-sign", "rsa.pem", "-sigopt", "rsa_padding_mode:pss", "input.txt"]);
     let pss_token = format!("{input}.{}", b64(&pss));
-    assert_eq!(
-        verify(&pss_token, &keys, &validation()),
-        Err(JwtError::BadSignature)
-    );
+    assert_eq!(verify(&pss_token, &keys, &validation()), Err(JwtError::BadSignature));
 
-    let p8 = openssl(
-        dir,
-        &[
-            "pkcs8", "-topk8", "-nocrypt", "-in", "rsa.pem", "-outform", "DER",
-        ],
-    );
+    let p8 = openssl(dir, &["pkcs8", "-topk8", "-nocrypt", "-in", "rsa.pem", "-outform", "DER"]);
     let ours = SigningKey::from_pkcs8_der(&p8).expect("load openssl key");
     assert_eq!(ours.algorithm(), Algorithm::RS256);
     assert_eq!(jwk.thumbprint().as_deref(), Ok(ours.kid()));
@@ -279,49 +184,11 @@ fn small_rsa_keys_from_openssl_are_rejected() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
     let p8 = {
-        openssl(
-            dir,
-            &[
-                "genpkey",
-                "-algorithm",
-                "RSA",
-                "-pkeyopt",
-                "rsa_keygen_bits:1024",
-                "-out",
-                "k.pem",
-            ],
-        );
-        openssl(
-            dir,
-            &[
-                "pkcs8", "-topk8", "-nocrypt", "-in", "k.pem", "-outform", "DER",
-            ],
-        )
+        openssl(dir, &["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:1024", "-out", "k.pem"]);
+        openssl(dir, &["pkcs8", "-topk8", "-nocrypt", "-in", "k.pem", "-outform", "DER"])
     };
-    assert!(matches!(
-        SigningKey::from_pkcs8_der(&p8),
-        Err(JwtError::InvalidKey(_))
-    ));
-    openssl(
-        dir,
-        &[
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-384",
-            "-out",
-            "p384.pem",
-        ],
-    );
-    let p384 = openssl(
-        dir,
-        &[
-            "pkcs8", "-topk8", "-nocrypt", "-in", "p384.pem", "-outform", "DER",
-        ],
-    );
-    assert!(matches!(
-        SigningKey::from_pkcs8_der(&p384),
-        Err(JwtError::InvalidKey(_))
-    ));
+    assert!(matches!(SigningKey::from_pkcs8_der(&p8), Err(JwtError::InvalidKey(_))));
+    openssl(dir, &["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384", "-out", "p384.pem"]);
+    let p384 = openssl(dir, &["pkcs8", "-topk8", "-nocrypt", "-in", "p384.pem", "-outform", "DER"]);
+    assert!(matches!(SigningKey::from_pkcs8_der(&p384), Err(JwtError::InvalidKey(_))));
 }

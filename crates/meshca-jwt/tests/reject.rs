@@ -40,10 +40,7 @@ fn alg_none_is_unsupported() {
     }
     // Checked before any key lookup: an empty key set still says UnsupportedAlgorithm.
     let token = assemble(&json!({"alg": "none"}), &claims(), b"x");
-    assert_eq!(
-        verify(&token, &KeySet::default(), &validation()),
-        Err(JwtError::UnsupportedAlgorithm("none".into()))
-    );
+    assert_eq!(verify(&token, &KeySet::default(), &validation()), Err(JwtError::UnsupportedAlgorithm("none".into())));
 }
 
 #[test]
@@ -51,24 +48,12 @@ fn hmac_algorithms_are_unsupported() {
     // Classic key-confusion attack: HMAC keyed with the public key.
     let key = SigningKey::generate_rs256().expect("generate");
     let public = serde_json::to_vec(&key.public_jwk()).expect("jwk");
-    for (alg, hmac_alg) in [
-        ("HS256", hmac::HMAC_SHA256),
-        ("HS384", hmac::HMAC_SHA384),
-        ("HS512", hmac::HMAC_SHA512),
-    ] {
+    for (alg, hmac_alg) in [("HS256", hmac::HMAC_SHA256), ("HS384", hmac::HMAC_SHA384), ("HS512", hmac::HMAC_SHA512)] {
         let header = json!({"alg": alg, "kid": key.kid(), "typ": "JWT"});
-        let input = format!(
-            "{}.{}",
-            b64(header.to_string().as_bytes()),
-            b64(claims().to_string().as_bytes())
-        );
+        let input = format!("{}.{}", b64(header.to_string().as_bytes()), b64(claims().to_string().as_bytes()));
         let tag = hmac::sign(&hmac::Key::new(hmac_alg, &public), input.as_bytes());
         let token = format!("{input}.{}", b64(tag.as_ref()));
-        check(
-            &token,
-            &keyset(&[&key]),
-            JwtError::UnsupportedAlgorithm(alg.into()),
-        );
+        check(&token, &keyset(&[&key]), JwtError::UnsupportedAlgorithm(alg.into()));
     }
 }
 
@@ -77,11 +62,7 @@ fn other_algorithms_are_unsupported() {
     let key = es256();
     for alg in ["PS256", "ES384", "RS512", "EdDSA", "es256"] {
         let token = assemble(&json!({"alg": alg, "kid": key.kid()}), &claims(), &[1; 64]);
-        check(
-            &token,
-            &keyset(&[&key]),
-            JwtError::UnsupportedAlgorithm(alg.into()),
-        );
+        check(&token, &keyset(&[&key]), JwtError::UnsupportedAlgorithm(alg.into()));
     }
     // Odd names are sanitized in the error.
     let token = assemble(&json!({"alg": "ES256\n"}), &claims(), &[1; 64]);
@@ -98,23 +79,13 @@ fn alg_must_match_key_type() {
     let keys = keyset(&[&ec, &rsa]);
     // An RS256 token naming the EC key, and vice versa.
     let (_, payload, sig) = parts(&rsa.sign(&claims()).expect("sign"));
-    let header = b64(json!({"alg": "RS256", "kid": ec.kid()})
-        .to_string()
-        .as_bytes());
+    let header = b64(json!({"alg": "RS256", "kid": ec.kid()}).to_string().as_bytes());
     let result = verify(&format!("{header}.{payload}.{sig}"), &keys, &validation());
-    assert!(
-        matches!(result, Err(JwtError::UnsupportedAlgorithm(_))),
-        "{result:?}"
-    );
+    assert!(matches!(result, Err(JwtError::UnsupportedAlgorithm(_))), "{result:?}");
     let (_, payload, sig) = parts(&ec.sign(&claims()).expect("sign"));
-    let header = b64(json!({"alg": "ES256", "kid": rsa.kid()})
-        .to_string()
-        .as_bytes());
+    let header = b64(json!({"alg": "ES256", "kid": rsa.kid()}).to_string().as_bytes());
     let result = verify(&format!("{header}.{payload}.{sig}"), &keys, &validation());
-    assert!(
-        matches!(result, Err(JwtError::UnsupportedAlgorithm(_))),
-        "{result:?}"
-    );
+    assert!(matches!(result, Err(JwtError::UnsupportedAlgorithm(_))), "{result:?}");
 }
 
 #[test]
@@ -132,25 +103,15 @@ fn tampered_tokens_have_bad_signatures() {
         let (_, payload, _) = parts(&token);
         let other = SigningKey::from_pkcs8_der(&match key.algorithm() {
             meshca_jwt::Algorithm::ES256 => es256().to_pkcs8_der(),
-            meshca_jwt::Algorithm::RS256 => SigningKey::generate_rs256()
-                .expect("generate")
-                .to_pkcs8_der(),
+            meshca_jwt::Algorithm::RS256 => SigningKey::generate_rs256().expect("generate").to_pkcs8_der(),
         })
         .expect("load");
         let (_, _, other_sig) = parts(&other.sign(&claims()).expect("sign"));
-        check(
-            &format!("{header}.{payload}.{other_sig}"),
-            &keys,
-            JwtError::BadSignature,
-        );
+        check(&format!("{header}.{payload}.{other_sig}"), &keys, JwtError::BadSignature);
         // Truncated signature.
         let raw = unb64(&sig);
         let short = b64(&raw[..raw.len() - 3]);
-        check(
-            &format!("{header}.{payload}.{short}"),
-            &keys,
-            JwtError::BadSignature,
-        );
+        check(&format!("{header}.{payload}.{short}"), &keys, JwtError::BadSignature);
     }
 }
 
@@ -180,24 +141,12 @@ fn expiry_and_not_before() {
     let key = es256();
     let keys = keyset(&[&key]);
     // Expired 61 s ago: beyond the default 60 s leeway.
-    check(
-        &sign_claims(&key, claims_expiring_in(-61)),
-        &keys,
-        JwtError::Expired,
-    );
+    check(&sign_claims(&key, claims_expiring_in(-61)), &keys, JwtError::Expired);
     // Expired 30 s ago: within the leeway.
-    assert!(verify(
-        &sign_claims(&key, claims_expiring_in(-30)),
-        &keys,
-        &validation()
-    )
-    .is_ok());
+    assert!(verify(&sign_claims(&key, claims_expiring_in(-30)), &keys, &validation()).is_ok());
     // Zero leeway makes that expired too.
     let strict = validation().with_leeway(Duration::ZERO);
-    assert_eq!(
-        verify(&sign_claims(&key, claims_expiring_in(-30)), &keys, &strict),
-        Err(JwtError::Expired)
-    );
+    assert_eq!(verify(&sign_claims(&key, claims_expiring_in(-30)), &keys, &strict), Err(JwtError::Expired));
     // Exactly at exp is still valid.
     assert!(verify(&sign_claims(&key, claims_expiring_in(0)), &keys, &strict).is_ok());
 
@@ -210,11 +159,7 @@ fn expiry_and_not_before() {
 
     let mut no_exp = claims();
     no_exp.as_object_mut().expect("object").remove("exp");
-    check(
-        &sign_claims(&key, no_exp),
-        &keys,
-        JwtError::MissingClaim("exp"),
-    );
+    check(&sign_claims(&key, no_exp), &keys, JwtError::MissingClaim("exp"));
     let mut string_exp = claims();
     string_exp["exp"] = json!("tomorrow");
     let result = verify(&sign_claims(&key, string_exp), &keys, &validation());
@@ -231,26 +176,15 @@ fn audience_and_issuer() {
         sign_claims(&key, c)
     };
     check(&with("aud", json!("other")), &keys, JwtError::WrongAudience);
-    check(
-        &with("aud", json!(["a", "b"])),
-        &keys,
-        JwtError::WrongAudience,
-    );
+    check(&with("aud", json!(["a", "b"])), &keys, JwtError::WrongAudience);
     check(&with("aud", json!([])), &keys, JwtError::WrongAudience);
     let ok = with("aud", json!(["kubernetes", AUD, "other"]));
-    assert_eq!(
-        verify(&ok, &keys, &validation()).map(|c| c.audiences().len()),
-        Ok(3)
-    );
+    assert_eq!(verify(&ok, &keys, &validation()).map(|c| c.audiences().len()), Ok(3));
     let mut no_aud = claims();
     no_aud.as_object_mut().expect("object").remove("aud");
     check(&sign_claims(&key, no_aud), &keys, JwtError::WrongAudience);
 
-    check(
-        &with("iss", json!("https://evil.example")),
-        &keys,
-        JwtError::WrongIssuer,
-    );
+    check(&with("iss", json!("https://evil.example")), &keys, JwtError::WrongIssuer);
     let mut no_iss = claims();
     no_iss.as_object_mut().expect("object").remove("iss");
     check(&sign_claims(&key, no_iss), &keys, JwtError::WrongIssuer);
@@ -261,16 +195,8 @@ fn unknown_kid() {
     let key = es256();
     let other = es256();
     let token = key.sign(&claims()).expect("sign");
-    check(
-        &token,
-        &keyset(&[&other]),
-        JwtError::UnknownKid(Some(key.kid().into())),
-    );
-    check(
-        &token,
-        &KeySet::default(),
-        JwtError::UnknownKid(Some(key.kid().into())),
-    );
+    check(&token, &keyset(&[&other]), JwtError::UnknownKid(Some(key.kid().into())));
+    check(&token, &KeySet::default(), JwtError::UnknownKid(Some(key.kid().into())));
 }
 
 #[test]
@@ -302,14 +228,8 @@ fn malformed_tokens() {
         assert!(ok, "case {i}: {result:?}");
     }
     let too_long = format!("{header}.{payload}.{}", "A".repeat(MAX_TOKEN_LEN));
-    assert!(matches!(
-        decode_header(&too_long),
-        Err(JwtError::Malformed(_))
-    ));
-    assert!(matches!(
-        peek_issuer(&too_long),
-        Err(JwtError::Malformed(_))
-    ));
+    assert!(matches!(decode_header(&too_long), Err(JwtError::Malformed(_))));
+    assert!(matches!(peek_issuer(&too_long), Err(JwtError::Malformed(_))));
 }
 
 #[test]

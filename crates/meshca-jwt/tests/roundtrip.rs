@@ -3,9 +3,7 @@
 mod common;
 
 use common::*;
-use meshca_jwt::{
-    decode_header, peek_issuer, verify, Algorithm, Jwk, Jwks, JwtError, KeySet, SigningKey,
-};
+use meshca_jwt::{decode_header, peek_issuer, verify, Algorithm, Jwk, Jwks, JwtError, KeySet, SigningKey};
 use serde_json::json;
 
 fn round_trip(key: &SigningKey, alg: Algorithm) {
@@ -21,17 +19,11 @@ fn round_trip(key: &SigningKey, alg: Algorithm) {
     let claims = verify(&token, &keyset(&[key]), &validation()).expect("verify");
     assert_eq!(claims.issuer(), Some(ISS));
     assert_eq!(claims.audiences(), vec![AUD]);
-    assert_eq!(
-        claims.subject(),
-        Some("system:serviceaccount:default:httpbin")
-    );
+    assert_eq!(claims.subject(), Some("system:serviceaccount:default:httpbin"));
     assert_eq!(claims.expires_at(), Some(NOW + 3600));
     assert_eq!(claims.issued_at(), Some(NOW - 10));
     assert_eq!(claims.get("iat"), Some(&json!(NOW - 10)));
-    assert_eq!(
-        claims.kubernetes_service_account(),
-        Some(("default".to_string(), "httpbin".to_string()))
-    );
+    assert_eq!(claims.kubernetes_service_account(), Some(("default".to_string(), "httpbin".to_string())));
 }
 
 #[test]
@@ -57,9 +49,7 @@ fn rs256_round_trip() {
 fn jwks_json_round_trip() {
     let ec = SigningKey::generate_es256().expect("generate");
     let rsa = SigningKey::generate_rs256().expect("generate");
-    let jwks = Jwks {
-        keys: vec![ec.public_jwk(), rsa.public_jwk()],
-    };
+    let jwks = Jwks { keys: vec![ec.public_jwk(), rsa.public_jwk()] };
     let json = serde_json::to_vec(&jwks).expect("serialize");
     let parsed: Jwks = serde_json::from_slice(&json).expect("deserialize");
     assert_eq!(parsed, jwks);
@@ -78,10 +68,7 @@ fn jwks_json_round_trip() {
     assert!(keys.contains_kid(ec.kid()));
     assert!(keys.contains_kid(rsa.kid()));
     assert!(!keys.contains_kid("nope"));
-    assert_eq!(
-        keys.kids(),
-        vec![ec.kid().to_string(), rsa.kid().to_string()]
-    );
+    assert_eq!(keys.kids(), vec![ec.kid().to_string(), rsa.kid().to_string()]);
 
     for key in [&ec, &rsa] {
         let token = key.sign(&claims()).expect("sign");
@@ -118,21 +105,13 @@ fn invalid_jwks_are_rejected() {
     off_curve.y = off_curve.x.clone();
     let mut mismatched_alg = ec.public_jwk();
     mismatched_alg.alg = Some("RS256".into());
-    let small_rsa = Jwk {
-        kty: "RSA".into(),
-        n: Some(b64(&[0xC5; 128])),
-        e: Some("AQAB".into()),
-        ..Jwk::default()
-    };
+    let small_rsa = Jwk { kty: "RSA".into(), n: Some(b64(&[0xC5; 128])), e: Some("AQAB".into()), ..Jwk::default() };
     for jwk in [short_x, off_curve, mismatched_alg, small_rsa] {
         let result = KeySet::from_jwks(&Jwks { keys: vec![jwk] });
         assert!(matches!(result, Err(JwtError::InvalidKey(_))), "{result:?}");
     }
     for doc in [&b"not json"[..], b"{}", b"[]", br#"{"keys": {}}"#] {
-        assert!(matches!(
-            KeySet::from_jwks_json(doc),
-            Err(JwtError::InvalidKey(_))
-        ));
+        assert!(matches!(KeySet::from_jwks_json(doc), Err(JwtError::InvalidKey(_))));
     }
 }
 
@@ -140,19 +119,12 @@ fn invalid_jwks_are_rejected() {
 fn duplicate_kids() {
     let a = SigningKey::generate_es256().expect("generate");
     let b = SigningKey::generate_es256().expect("generate");
-    let same_twice = Jwks {
-        keys: vec![a.public_jwk(), a.public_jwk()],
-    };
+    let same_twice = Jwks { keys: vec![a.public_jwk(), a.public_jwk()] };
     assert_eq!(KeySet::from_jwks(&same_twice).map(|k| k.len()), Ok(1));
     let mut clash = b.public_jwk();
     clash.kid = Some(a.kid().to_string());
-    let clashing = Jwks {
-        keys: vec![a.public_jwk(), clash],
-    };
-    assert!(matches!(
-        KeySet::from_jwks(&clashing),
-        Err(JwtError::InvalidKey(_))
-    ));
+    let clashing = Jwks { keys: vec![a.public_jwk(), clash] };
+    assert!(matches!(KeySet::from_jwks(&clashing), Err(JwtError::InvalidKey(_))));
 }
 
 #[test]
@@ -170,9 +142,7 @@ fn token_without_kid_uses_the_only_key_of_its_type() {
             &pkcs8,
         )
         .expect("pkcs8");
-        let sig = kp
-            .sign(&aws_lc_rs::rand::SystemRandom::new(), input.as_bytes())
-            .expect("sign");
+        let sig = kp.sign(&aws_lc_rs::rand::SystemRandom::new(), input.as_bytes()).expect("sign");
         format!("{input}.{}", b64(sig.as_ref()))
     };
     let mixed = keyset(&[&ec, &rsa]);
@@ -180,23 +150,14 @@ fn token_without_kid_uses_the_only_key_of_its_type() {
 
     let ec2 = SigningKey::generate_es256().expect("generate");
     let two_ec = keyset(&[&ec, &ec2]);
-    assert_eq!(
-        verify(&token_without_kid, &two_ec, &validation()),
-        Err(JwtError::UnknownKid(None))
-    );
+    assert_eq!(verify(&token_without_kid, &two_ec, &validation()), Err(JwtError::UnknownKid(None)));
     let rsa_only = keyset(&[&rsa]);
-    assert_eq!(
-        verify(&token_without_kid, &rsa_only, &validation()),
-        Err(JwtError::UnknownKid(None))
-    );
+    assert_eq!(verify(&token_without_kid, &rsa_only, &validation()), Err(JwtError::UnknownKid(None)));
 }
 
 #[test]
 fn pkcs8_round_trip_keeps_kid() {
-    for key in [
-        SigningKey::generate_es256().expect("generate"),
-        SigningKey::generate_rs256().expect("generate"),
-    ] {
+    for key in [SigningKey::generate_es256().expect("generate"), SigningKey::generate_rs256().expect("generate")] {
         let der = key.to_pkcs8_der();
         let loaded = SigningKey::from_pkcs8_der(&der).expect("load");
         assert_eq!(loaded.algorithm(), key.algorithm());
@@ -206,10 +167,7 @@ fn pkcs8_round_trip_keeps_kid() {
         let token = loaded.sign(&claims()).expect("sign");
         assert!(verify(&token, &keyset(&[&key]), &validation()).is_ok());
     }
-    assert!(matches!(
-        SigningKey::from_pkcs8_der(b"garbage"),
-        Err(JwtError::InvalidKey(_))
-    ));
+    assert!(matches!(SigningKey::from_pkcs8_der(b"garbage"), Err(JwtError::InvalidKey(_))));
 }
 
 #[test]
@@ -223,10 +181,7 @@ fn rfc7638_thumbprint_example() {
         "kid": "2011-04-29"
     }))
     .expect("jwk");
-    assert_eq!(
-        jwk.thumbprint().as_deref(),
-        Ok("NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs")
-    );
+    assert_eq!(jwk.thumbprint().as_deref(), Ok("NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"));
     // The same key is usable in a key set.
     let keys = KeySet::from_jwks(&Jwks { keys: vec![jwk] }).expect("key set");
     assert_eq!(keys.kids(), vec!["2011-04-29".to_string()]);
@@ -234,10 +189,7 @@ fn rfc7638_thumbprint_example() {
 
 #[test]
 fn own_kid_is_the_thumbprint() {
-    for key in [
-        SigningKey::generate_es256().expect("generate"),
-        SigningKey::generate_rs256().expect("generate"),
-    ] {
+    for key in [SigningKey::generate_es256().expect("generate"), SigningKey::generate_rs256().expect("generate")] {
         let mut bare = key.public_jwk();
         bare.kid = None;
         bare.alg = None;
@@ -251,9 +203,8 @@ fn own_kid_is_the_thumbprint() {
 #[test]
 fn float_dates_and_string_audience_are_accepted() {
     let key = SigningKey::generate_es256().expect("generate");
-    let token = key
-        .sign(&json!({"iss": ISS, "aud": AUD, "exp": NOW as f64 + 0.5, "nbf": NOW as f64 - 0.5}))
-        .expect("sign");
+    let token =
+        key.sign(&json!({"iss": ISS, "aud": AUD, "exp": NOW as f64 + 0.5, "nbf": NOW as f64 - 0.5})).expect("sign");
     let claims = verify(&token, &keyset(&[&key]), &validation()).expect("verify");
     assert_eq!(claims.expires_at(), Some(NOW));
     assert_eq!(claims.not_before(), Some(NOW - 1));
@@ -263,10 +214,7 @@ fn float_dates_and_string_audience_are_accepted() {
 #[test]
 fn sign_rejects_non_objects_and_oversized_claims() {
     let key = SigningKey::generate_es256().expect("generate");
-    assert!(matches!(
-        key.sign(&json!([1, 2])),
-        Err(JwtError::Signing(_))
-    ));
+    assert!(matches!(key.sign(&json!([1, 2])), Err(JwtError::Signing(_))));
     let big = json!({"iss": ISS, "blob": "x".repeat(16 * 1024)});
     assert!(matches!(key.sign(&big), Err(JwtError::Signing(_))));
 }

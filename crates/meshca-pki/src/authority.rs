@@ -33,10 +33,8 @@ fn ca_params(
     not_after: SystemTime,
 ) -> Result<CertificateParams, SignerError> {
     let mut params = CertificateParams::default();
-    let mut parts = vec![
-        (DnType::CommonName, opts.common_name.as_str()),
-        (DnType::OrganizationName, opts.organization.as_str()),
-    ];
+    let mut parts =
+        vec![(DnType::CommonName, opts.common_name.as_str()), (DnType::OrganizationName, opts.organization.as_str())];
     if let Some(l) = &opts.locality {
         parts.push((DnType::LocalityName, l.as_str()));
     }
@@ -48,11 +46,7 @@ fn ca_params(
         Some(n) => BasicConstraints::Constrained(n),
         None => BasicConstraints::Unconstrained,
     });
-    params.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-    ];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     Ok(params)
 }
 
@@ -60,13 +54,8 @@ fn ca_params(
 pub fn new_root(opts: &AuthorityOptions, now: SystemTime) -> Result<NewAuthority, SignerError> {
     let key = PrivateKey::generate(opts.key).map_err(|e| SignerError::Params(e.to_string()))?;
     let params = ca_params(opts, now - CLOCK_SKEW_BACKDATE, now + opts.ttl)?;
-    let cert = params
-        .self_signed(key.key_pair())
-        .map_err(|e| SignerError::Sign(e.to_string()))?;
-    Ok(NewAuthority {
-        cert: cert.der().clone(),
-        key,
-    })
+    let cert = params.self_signed(key.key_pair()).map_err(|e| SignerError::Sign(e.to_string()))?;
+    Ok(NewAuthority { cert: cert.der().clone(), key })
 }
 
 /// A new intermediate signed by `parent`; its NotAfter never passes the parent's.
@@ -76,9 +65,7 @@ pub fn new_intermediate(
     now: SystemTime,
 ) -> Result<NewAuthority, SignerError> {
     if now >= parent.not_after() {
-        return Err(SignerError::IssuerExpired(crate::material::fmt_time(
-            parent.not_after(),
-        )));
+        return Err(SignerError::IssuerExpired(crate::material::fmt_time(parent.not_after())));
     }
     let key = PrivateKey::generate(opts.key).map_err(|e| SignerError::Params(e.to_string()))?;
     let not_after = (now + opts.ttl).min(parent.not_after());

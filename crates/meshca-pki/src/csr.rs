@@ -20,11 +20,7 @@ pub struct CsrPolicy {
 
 impl Default for CsrPolicy {
     fn default() -> Self {
-        Self {
-            max_pem_bytes: 64 * 1024,
-            min_rsa_bits: 2048,
-            max_rsa_bits: 8192,
-        }
+        Self { max_pem_bytes: 64 * 1024, min_rsa_bits: 2048, max_rsa_bits: 8192 }
     }
 }
 
@@ -67,10 +63,7 @@ pub enum CsrError {
     #[error("CSR carries a {0} SAN; only the caller's SPIFFE URI is allowed")]
     ForbiddenSan(&'static str),
     #[error("CSR asks for identity {requested:?} but the caller is {authenticated:?}")]
-    IdentityMismatch {
-        requested: String,
-        authenticated: String,
-    },
+    IdentityMismatch { requested: String, authenticated: String },
     #[error("CSR carries more than one URI SAN")]
     MultipleUris,
     #[error("CSR carries an unknown critical extension {0}")]
@@ -83,10 +76,7 @@ pub fn validate(pem: &str, identity: &str, policy: &CsrPolicy) -> Result<Validat
         return Err(CsrError::Empty);
     }
     if pem.len() > policy.max_pem_bytes {
-        return Err(CsrError::TooLarge {
-            len: pem.len(),
-            max: policy.max_pem_bytes,
-        });
+        return Err(CsrError::TooLarge { len: pem.len(), max: policy.max_pem_bytes });
     }
     let der = csr_der(pem)?;
     validate_der(&der, identity, policy)
@@ -105,13 +95,8 @@ fn csr_der(pem: &str) -> Result<Vec<u8>, CsrError> {
 }
 
 /// Checks on a DER CSR; see [`validate`].
-pub fn validate_der(
-    der: &[u8],
-    identity: &str,
-    policy: &CsrPolicy,
-) -> Result<ValidatedCsr, CsrError> {
-    let (rest, csr) =
-        X509CertificationRequest::from_der(der).map_err(|e| CsrError::Parse(e.to_string()))?;
+pub fn validate_der(der: &[u8], identity: &str, policy: &CsrPolicy) -> Result<ValidatedCsr, CsrError> {
+    let (rest, csr) = X509CertificationRequest::from_der(der).map_err(|e| CsrError::Parse(e.to_string()))?;
     if !rest.is_empty() {
         return Err(CsrError::Parse("trailing data after the CSR".into()));
     }
@@ -144,12 +129,8 @@ pub fn validate_der(
                         match gn {
                             GeneralName::URI(u) => uri_sans.push(u.to_string()),
                             GeneralName::DNSName(_) => return Err(CsrError::ForbiddenSan("DNS")),
-                            GeneralName::IPAddress(_) => {
-                                return Err(CsrError::ForbiddenSan("IP address"))
-                            }
-                            GeneralName::RFC822Name(_) => {
-                                return Err(CsrError::ForbiddenSan("email"))
-                            }
+                            GeneralName::IPAddress(_) => return Err(CsrError::ForbiddenSan("IP address")),
+                            GeneralName::RFC822Name(_) => return Err(CsrError::ForbiddenSan("email")),
                             _ => return Err(CsrError::ForbiddenSan("non-URI")),
                         }
                     }
@@ -164,11 +145,8 @@ pub fn validate_der(
                         return Err(CsrError::CaRequested);
                     }
                 }
-                ParsedExtension::ExtendedKeyUsage(_) | ParsedExtension::SubjectKeyIdentifier(_) => {
-                }
-                _ if ext.critical => {
-                    return Err(CsrError::UnknownCriticalExtension(ext.oid.to_id_string()))
-                }
+                ParsedExtension::ExtendedKeyUsage(_) | ParsedExtension::SubjectKeyIdentifier(_) => {}
+                _ if ext.critical => return Err(CsrError::UnknownCriticalExtension(ext.oid.to_id_string())),
                 _ => {}
             }
         }
@@ -177,24 +155,14 @@ pub fn validate_der(
         [] => {}
         [one] if one == identity => {}
         [one] => {
-            return Err(CsrError::IdentityMismatch {
-                requested: one.clone(),
-                authenticated: identity.to_string(),
-            })
+            return Err(CsrError::IdentityMismatch { requested: one.clone(), authenticated: identity.to_string() })
         }
         _ => return Err(CsrError::MultipleUris),
     }
-    Ok(ValidatedCsr {
-        spki_der: info.subject_pki.raw.to_vec(),
-        key,
-        uri_sans,
-    })
+    Ok(ValidatedCsr { spki_der: info.subject_pki.raw.to_vec(), key, uri_sans })
 }
 
-fn check_key(
-    spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>,
-    policy: &CsrPolicy,
-) -> Result<CsrKey, CsrError> {
+fn check_key(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>, policy: &CsrPolicy) -> Result<CsrKey, CsrError> {
     let alg = &spki.algorithm;
     if alg.algorithm == OID_KEY_TYPE_EC_PUBLIC_KEY {
         let curve = alg.parameters.as_ref().and_then(|p| p.as_oid().ok());

@@ -33,9 +33,7 @@ pub struct CertInfo {
 pub struct ParseError(pub String);
 
 fn rfc3339(t: &ASN1Time) -> String {
-    t.to_datetime()
-        .format(&::time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| t.to_string())
+    t.to_datetime().format(&::time::format_description::well_known::Rfc3339).unwrap_or_else(|_| t.to_string())
 }
 
 /// Lowercase hex of the serial without leading zero bytes, as Go's `%x` prints it.

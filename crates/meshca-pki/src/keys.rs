@@ -84,15 +84,9 @@ impl PrivateKey {
         let pair = match kind {
             KeyKind::EcP256 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(g)?,
             KeyKind::EcP384 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).map_err(g)?,
-            KeyKind::Rsa2048 => {
-                KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, RsaKeySize::_2048).map_err(g)?
-            }
-            KeyKind::Rsa3072 => {
-                KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, RsaKeySize::_3072).map_err(g)?
-            }
-            KeyKind::Rsa4096 => {
-                KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, RsaKeySize::_4096).map_err(g)?
-            }
+            KeyKind::Rsa2048 => KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, RsaKeySize::_2048).map_err(g)?,
+            KeyKind::Rsa3072 => KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, RsaKeySize::_3072).map_err(g)?,
+            KeyKind::Rsa4096 => KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, RsaKeySize::_4096).map_err(g)?,
         };
         Ok(Self { pair })
     }
@@ -106,10 +100,7 @@ impl PrivateKey {
 
     /// PKCS#8 PEM, zeroized when dropped.
     pub fn to_pkcs8_pem(&self) -> Zeroizing<String> {
-        Zeroizing::new(crate::pem::encode(
-            "PRIVATE KEY",
-            &Zeroizing::new(self.pair.serialize_der()),
-        ))
+        Zeroizing::new(crate::pem::encode("PRIVATE KEY", &Zeroizing::new(self.pair.serialize_der())))
     }
 
     /// The DER SubjectPublicKeyInfo of this key.
@@ -145,14 +136,8 @@ mod tests {
             let again = PrivateKey::from_pem(pem.as_bytes()).unwrap();
             assert_eq!(again.public_key_spki(), key.public_key_spki());
         }
-        assert!(matches!(
-            "dsa".parse::<KeyKind>(),
-            Err(KeyError::UnknownKind(_))
-        ));
-        assert_eq!(
-            PrivateKey::from_pem(b"nothing").unwrap_err(),
-            KeyError::NoKey
-        );
+        assert!(matches!("dsa".parse::<KeyKind>(), Err(KeyError::UnknownKind(_))));
+        assert_eq!(PrivateKey::from_pem(b"nothing").unwrap_err(), KeyError::NoKey);
     }
 
     #[test]

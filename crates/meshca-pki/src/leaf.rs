@@ -6,8 +6,8 @@
 
 use crate::{CertDer, PrivateKey};
 use rcgen::{
-    CertificateParams, DistinguishedName, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, PublicKeyData, SanType, SerialNumber, SignatureAlgorithm,
+    CertificateParams, DistinguishedName, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    PublicKeyData, SanType, SerialNumber, SignatureAlgorithm,
 };
 use std::time::{Duration, SystemTime};
 use time::OffsetDateTime;
@@ -77,9 +77,7 @@ pub struct Signer {
 
 impl std::fmt::Debug for Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Signer")
-            .field("not_after", &self.not_after)
-            .finish_non_exhaustive()
+        f.debug_struct("Signer").field("not_after", &self.not_after).finish_non_exhaustive()
     }
 }
 
@@ -99,8 +97,7 @@ fn to_offset(t: SystemTime) -> OffsetDateTime {
 /// 128 random bits, positive and of fixed length.
 pub fn random_serial() -> Result<SerialNumber, SignerError> {
     let mut bytes = [0u8; 16];
-    aws_lc_rs::rand::fill(&mut bytes)
-        .map_err(|_| SignerError::Sign("random number generator failed".into()))?;
+    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| SignerError::Sign("random number generator failed".into()))?;
     bytes[0] &= 0x7f;
     bytes[0] |= 0x40;
     Ok(SerialNumber::from_slice(&bytes))
@@ -110,18 +107,13 @@ impl Signer {
     /// A signer from a CA certificate and its key. The caller has checked that
     /// the key matches (see [`crate::material`]).
     pub fn new(cert: CertDer, key: PrivateKey) -> Result<Self, SignerError> {
-        let (_, parsed) = x509_parser::parse_x509_certificate(&cert)
-            .map_err(|e| SignerError::BadIssuer(e.to_string()))?;
+        let (_, parsed) =
+            x509_parser::parse_x509_certificate(&cert).map_err(|e| SignerError::BadIssuer(e.to_string()))?;
         let not_before = to_system_time(&parsed.validity().not_before);
         let not_after = to_system_time(&parsed.validity().not_after);
-        let issuer = Issuer::from_ca_cert_der(&cert, key.into_key_pair())
-            .map_err(|e| SignerError::BadIssuer(e.to_string()))?;
-        Ok(Self {
-            issuer,
-            cert,
-            not_before,
-            not_after,
-        })
+        let issuer =
+            Issuer::from_ca_cert_der(&cert, key.into_key_pair()).map_err(|e| SignerError::BadIssuer(e.to_string()))?;
+        Ok(Self { issuer, cert, not_before, not_after })
     }
 
     pub fn cert(&self) -> &CertDer {
@@ -140,32 +132,17 @@ impl Signer {
     /// the subject is empty), digitalSignature + keyEncipherment, serverAuth +
     /// clientAuth, CA:FALSE, 128-bit random serial, NotBefore = now - 2 min,
     /// NotAfter = min(now + ttl, signer NotAfter).
-    pub fn sign_leaf(
-        &self,
-        spki: &[u8],
-        profile: &LeafProfile,
-        now: SystemTime,
-    ) -> Result<CertDer, SignerError> {
+    pub fn sign_leaf(&self, spki: &[u8], profile: &LeafProfile, now: SystemTime) -> Result<CertDer, SignerError> {
         self.issue(spki, profile, now).map(|i| i.cert)
     }
 
     /// [`Signer::sign_leaf`], also returning the serial and NotAfter chosen.
-    pub fn issue(
-        &self,
-        spki: &[u8],
-        profile: &LeafProfile,
-        now: SystemTime,
-    ) -> Result<Issued, SignerError> {
+    pub fn issue(&self, spki: &[u8], profile: &LeafProfile, now: SystemTime) -> Result<Issued, SignerError> {
         if now >= self.not_after {
-            return Err(SignerError::IssuerExpired(crate::material::fmt_time(
-                self.not_after,
-            )));
+            return Err(SignerError::IssuerExpired(crate::material::fmt_time(self.not_after)));
         }
         let (bits, alg) = spki_parts(spki).ok_or_else(|| {
-            SignerError::Params(
-                "public key is not a supported SubjectPublicKeyInfo (ECDSA P-256/P-384, RSA)"
-                    .into(),
-            )
+            SignerError::Params("public key is not a supported SubjectPublicKeyInfo (ECDSA P-256/P-384, RSA)".into())
         })?;
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
@@ -176,57 +153,31 @@ impl Signer {
         if not_before < self.not_before {
             not_before = self.not_before;
         }
-        let not_after = now
-            .checked_add(profile.ttl)
-            .map_or(self.not_after, |t| t.min(self.not_after));
+        let not_after = now.checked_add(profile.ttl).map_or(self.not_after, |t| t.min(self.not_after));
         params.not_before = to_offset(not_before);
         params.not_after = to_offset(not_after);
         params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
         params.use_authority_key_identifier_extension = true;
         let mut sans = Vec::with_capacity(profile.uris.len() + profile.dns_names.len());
         for u in &profile.uris {
-            sans.push(SanType::URI(
-                u.clone()
-                    .try_into()
-                    .map_err(|_| SignerError::Params(format!("URI SAN {u:?}")))?,
-            ));
+            sans.push(SanType::URI(u.clone().try_into().map_err(|_| SignerError::Params(format!("URI SAN {u:?}")))?));
         }
         for d in &profile.dns_names {
             sans.push(SanType::DnsName(
-                d.clone()
-                    .try_into()
-                    .map_err(|_| SignerError::Params(format!("DNS SAN {d:?}")))?,
+                d.clone().try_into().map_err(|_| SignerError::Params(format!("DNS SAN {d:?}")))?,
             ));
         }
         params.subject_alt_names = sans;
         let key = RawSpki { spki, bits, alg };
-        let cert = params
-            .signed_by(&key, &self.issuer)
-            .map_err(|e| SignerError::Sign(e.to_string()))?;
-        Ok(Issued {
-            cert: cert.der().clone(),
-            serial_hex,
-            not_after,
-        })
+        let cert = params.signed_by(&key, &self.issuer).map_err(|e| SignerError::Sign(e.to_string()))?;
+        Ok(Issued { cert: cert.der().clone(), serial_hex, not_after })
     }
 
     /// Sign a subordinate CA certificate (used by `meshca certs intermediate`).
-    pub fn sign_params(
-        &self,
-        params: &CertificateParams,
-        key: &KeyPair,
-    ) -> Result<CertDer, SignerError> {
-        let cert = params
-            .signed_by(key, &self.issuer)
-            .map_err(|e| SignerError::Sign(e.to_string()))?;
+    pub fn sign_params(&self, params: &CertificateParams, key: &KeyPair) -> Result<CertDer, SignerError> {
+        let cert = params.signed_by(key, &self.issuer).map_err(|e| SignerError::Sign(e.to_string()))?;
         Ok(cert.der().clone())
     }
 }
@@ -244,11 +195,7 @@ fn spki_parts(spki: &[u8]) -> Option<(Vec<u8>, &'static SignatureAlgorithm)> {
     }
     let alg_oid = &parsed.algorithm.algorithm;
     let alg: &'static SignatureAlgorithm = if *alg_oid == OID_KEY_TYPE_EC_PUBLIC_KEY {
-        let curve = parsed
-            .algorithm
-            .parameters
-            .as_ref()
-            .and_then(|p| p.as_oid().ok())?;
+        let curve = parsed.algorithm.parameters.as_ref().and_then(|p| p.as_oid().ok())?;
         if curve == OID_EC_P256 {
             &rcgen::PKCS_ECDSA_P256_SHA256
         } else if curve == OID_NIST_EC_P384 {
@@ -264,11 +211,7 @@ fn spki_parts(spki: &[u8]) -> Option<(Vec<u8>, &'static SignatureAlgorithm)> {
     let bits = parsed.subject_public_key.data.to_vec();
     // The certificate's SPKI is re-encoded from these parts; make sure it is
     // byte-identical to the CSR's, so the key in the certificate is exactly the key asked for.
-    let key = RawSpki {
-        spki,
-        bits: bits.clone(),
-        alg,
-    };
+    let key = RawSpki { spki, bits: bits.clone(), alg };
     let reencoded = yasna_free_spki(&key);
     (reencoded == spki).then_some((bits, alg))
 }

@@ -56,11 +56,7 @@ impl fmt::Display for MaterialError {
 impl std::error::Error for MaterialError {}
 
 fn err(file: &str, problem: impl Into<String>, fix: impl Into<String>) -> MaterialError {
-    MaterialError {
-        file: file.to_string(),
-        problem: problem.into(),
-        fix: fix.into(),
-    }
+    MaterialError { file: file.to_string(), problem: problem.into(), fix: fix.into() }
 }
 
 /// RFC 3339, seconds precision, UTC.
@@ -68,10 +64,7 @@ pub fn fmt_time(t: SystemTime) -> String {
     ::time::OffsetDateTime::from(t)
         .replace_nanosecond(0)
         .ok()
-        .and_then(|t| {
-            t.format(&::time::format_description::well_known::Rfc3339)
-                .ok()
-        })
+        .and_then(|t| t.format(&::time::format_description::well_known::Rfc3339).ok())
         .unwrap_or_else(|| format!("{t:?}"))
 }
 
@@ -97,21 +90,13 @@ impl fmt::Debug for CaMaterial {
 
 fn parse_one<'a>(der: &'a CertDer, file: &str) -> Result<X509Certificate<'a>, MaterialError> {
     parse_x509_certificate(der).map(|(_, c)| c).map_err(|e| {
-        err(
-            file,
-            format!("a certificate could not be parsed ({e})"),
-            "replace the file with a valid PEM certificate",
-        )
+        err(file, format!("a certificate could not be parsed ({e})"), "replace the file with a valid PEM certificate")
     })
 }
 
 fn parse_pem_certs(part: &Part<'_>, what: &str) -> Result<Vec<CertDer>, MaterialError> {
     pem::parse_certs(part.pem).map_err(|e| {
-        err(
-            part.name,
-            format!("{e} (truncated or not PEM?)"),
-            format!("write the {what} as PEM certificates"),
-        )
+        err(part.name, format!("{e} (truncated or not PEM?)"), format!("write the {what} as PEM certificates"))
     })
 }
 
@@ -122,13 +107,8 @@ impl CaMaterial {
         let key_file = input.key.name;
         let roots_file = input.roots.name;
         let cert = parse_pem_certs(&input.cert, "signing CA certificate")?.remove(0);
-        let key = PrivateKey::from_pem(input.key.pem).map_err(|e| {
-            err(
-                key_file,
-                e.to_string(),
-                "write the CA private key as PEM (PKCS#8, PKCS#1 or SEC1)",
-            )
-        })?;
+        let key = PrivateKey::from_pem(input.key.pem)
+            .map_err(|e| err(key_file, e.to_string(), "write the CA private key as PEM (PKCS#8, PKCS#1 or SEC1)"))?;
         let roots = parse_pem_certs(&input.roots, "root certificate bundle")?;
         let chain_file = input.chain.map_or(cert_file, |c| c.name);
         let mut chain = match &input.chain {
@@ -148,21 +128,19 @@ impl CaMaterial {
         if parsed.public_key().raw != key.public_key_spki().as_slice() {
             return Err(err(
                 key_file,
-                format!(
-                    "the private key does not match the certificate in {cert_file} (\"{subject}\")"
-                ),
+                format!("the private key does not match the certificate in {cert_file} (\"{subject}\")"),
                 format!("use the key that was generated together with {cert_file}"),
             ));
         }
         match parsed.basic_constraints() {
             Ok(Some(bc)) if bc.value.ca => {}
-            _ => return Err(err(
-                cert_file,
-                format!(
-                    "\"{subject}\" is not a CA certificate (basicConstraints CA:TRUE is missing)"
-                ),
-                "plug in an intermediate CA certificate, not a workload or server certificate",
-            )),
+            _ => {
+                return Err(err(
+                    cert_file,
+                    format!("\"{subject}\" is not a CA certificate (basicConstraints CA:TRUE is missing)"),
+                    "plug in an intermediate CA certificate, not a workload or server certificate",
+                ))
+            }
         }
         if let Ok(Some(ku)) = parsed.key_usage() {
             if !ku.value.key_cert_sign() {
@@ -191,10 +169,8 @@ impl CaMaterial {
         }
 
         // Each link of the chain is signed by the next, and the top by a root.
-        let parsed_chain: Vec<X509Certificate<'_>> = chain
-            .iter()
-            .map(|c| parse_one(c, chain_file))
-            .collect::<Result<_, _>>()?;
+        let parsed_chain: Vec<X509Certificate<'_>> =
+            chain.iter().map(|c| parse_one(c, chain_file)).collect::<Result<_, _>>()?;
         for pair in parsed_chain.windows(2) {
             if !is_signed_by(&pair[0], &pair[1]) {
                 return Err(err(
@@ -208,15 +184,10 @@ impl CaMaterial {
                 ));
             }
         }
-        let parsed_roots: Vec<X509Certificate<'_>> = roots
-            .iter()
-            .map(|c| parse_one(c, roots_file))
-            .collect::<Result<_, _>>()?;
+        let parsed_roots: Vec<X509Certificate<'_>> =
+            roots.iter().map(|c| parse_one(c, roots_file)).collect::<Result<_, _>>()?;
         let top = parsed_chain.last().unwrap_or(&parsed);
-        if !parsed_roots
-            .iter()
-            .any(|r| r.as_raw() == top.as_raw() || is_signed_by(top, r))
-        {
+        if !parsed_roots.iter().any(|r| r.as_raw() == top.as_raw() || is_signed_by(top, r)) {
             return Err(err(
                 roots_file,
                 format!(
@@ -228,11 +199,7 @@ impl CaMaterial {
             ));
         }
         let anchors = anchors(&roots).map_err(|e| {
-            err(
-                roots_file,
-                e.to_string(),
-                "every certificate in the bundle must be a valid CA certificate",
-            )
+            err(roots_file, e.to_string(), "every certificate in the bundle must be a valid CA certificate")
         })?;
         drop(parsed_chain);
         drop(parsed_roots);
@@ -241,7 +208,11 @@ impl CaMaterial {
         let signer = Signer::new(cert, key).map_err(|e| err(cert_file, e.to_string(), ""))?;
         let material = Self::assemble(signer, chain, roots, anchors);
         material.probe(now).map_err(|e| {
-            err(cert_file, format!("a test certificate signed with this set does not verify against {roots_file}: {e}"), "check that the chain and root bundle belong to this signing certificate")
+            err(
+                cert_file,
+                format!("a test certificate signed with this set does not verify against {roots_file}: {e}"),
+                "check that the chain and root bundle belong to this signing certificate",
+            )
         })?;
         Ok(material)
     }
@@ -250,27 +221,14 @@ impl CaMaterial {
     pub fn self_signed(root: crate::NewAuthority) -> Result<Self, MaterialError> {
         let roots = vec![root.cert.clone()];
         let anchors = anchors(&roots).map_err(|e| err("self-signed root", e.to_string(), ""))?;
-        let signer = Signer::new(root.cert, root.key)
-            .map_err(|e| err("self-signed root", e.to_string(), ""))?;
+        let signer = Signer::new(root.cert, root.key).map_err(|e| err("self-signed root", e.to_string(), ""))?;
         Ok(Self::assemble(signer, Vec::new(), roots, anchors))
     }
 
-    fn assemble(
-        signer: Signer,
-        chain: Vec<CertDer>,
-        roots: Vec<CertDer>,
-        anchors: Vec<TrustAnchor<'static>>,
-    ) -> Self {
+    fn assemble(signer: Signer, chain: Vec<CertDer>, roots: Vec<CertDer>, anchors: Vec<TrustAnchor<'static>>) -> Self {
         let chain_pem = chain.iter().map(|c| pem::cert_to_pem(c)).collect();
         let roots_pem = pem::certs_to_pem(&roots);
-        Self {
-            signer,
-            chain,
-            roots,
-            anchors,
-            chain_pem,
-            roots_pem,
-        }
+        Self { signer, chain, roots, anchors, chain_pem, roots_pem }
     }
 
     /// Sign a throwaway leaf and verify it against the bundle.

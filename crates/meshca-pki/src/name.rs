@@ -4,9 +4,8 @@
 
 use rcgen::{DistinguishedName, DnType};
 use x509_parser::oid_registry::{
-    OID_X509_COMMON_NAME, OID_X509_COUNTRY_NAME, OID_X509_LOCALITY_NAME,
-    OID_X509_ORGANIZATIONAL_UNIT, OID_X509_ORGANIZATION_NAME, OID_X509_SERIALNUMBER,
-    OID_X509_STATE_OR_PROVINCE_NAME, OID_X509_STREET_ADDRESS,
+    OID_X509_COMMON_NAME, OID_X509_COUNTRY_NAME, OID_X509_LOCALITY_NAME, OID_X509_ORGANIZATIONAL_UNIT,
+    OID_X509_ORGANIZATION_NAME, OID_X509_SERIALNUMBER, OID_X509_STATE_OR_PROVINCE_NAME, OID_X509_STREET_ADDRESS,
 };
 use x509_parser::x509::X509Name;
 
@@ -93,10 +92,7 @@ mod tests {
         params.distinguished_name = dn;
         let cert = params.self_signed(key.key_pair()).unwrap();
         let (_, parsed) = x509_parser::parse_x509_certificate(cert.der()).unwrap();
-        assert_eq!(
-            to_go_string(parsed.subject()),
-            "CN=Intermediate CA - A1,O=Istio,L=cluster-A1"
-        );
+        assert_eq!(to_go_string(parsed.subject()), "CN=Intermediate CA - A1,O=Istio,L=cluster-A1");
         assert_eq!(escape("a,b"), "a\\,b");
         assert_eq!(escape(" x "), "\\ x\\ ");
     }

@@ -25,25 +25,16 @@ pub enum SpiffeError {
 fn check_segment(what: &'static str, value: &str) -> Result<(), SpiffeError> {
     let ok = !value.is_empty()
         && value.len() <= 253
-        && value.bytes().all(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'.' | b'_')
-        });
+        && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'.' | b'_'));
     if ok {
         Ok(())
     } else {
-        Err(SpiffeError::Segment {
-            what,
-            value: value.to_string(),
-        })
+        Err(SpiffeError::Segment { what, value: value.to_string() })
     }
 }
 
 impl SpiffeId {
-    pub fn new(
-        trust_domain: &str,
-        namespace: &str,
-        service_account: &str,
-    ) -> Result<Self, SpiffeError> {
+    pub fn new(trust_domain: &str, namespace: &str, service_account: &str) -> Result<Self, SpiffeError> {
         check_segment("trust domain", trust_domain)?;
         check_segment("namespace", namespace)?;
         check_segment("service account", service_account)?;
@@ -81,20 +72,14 @@ impl SpiffeId {
 
 impl fmt::Display for SpiffeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "spiffe://{}/ns/{}/sa/{}",
-            self.trust_domain, self.namespace, self.service_account
-        )
+        write!(f, "spiffe://{}/ns/{}/sa/{}", self.trust_domain, self.namespace, self.service_account)
     }
 }
 
 impl FromStr for SpiffeId {
     type Err = SpiffeError;
     fn from_str(s: &str) -> Result<Self, SpiffeError> {
-        let rest = s
-            .strip_prefix("spiffe://")
-            .ok_or_else(|| SpiffeError::Scheme(s.to_string()))?;
+        let rest = s.strip_prefix("spiffe://").ok_or_else(|| SpiffeError::Scheme(s.to_string()))?;
         let parts: Vec<&str> = rest.split('/').collect();
         match parts.as_slice() {
             [td, "ns", ns, "sa", sa] => Self::new(td, ns, sa),
@@ -109,9 +94,7 @@ mod tests {
 
     #[test]
     fn parse_and_format() {
-        let id: SpiffeId = "spiffe://cluster.local/ns/default/sa/sleep"
-            .parse()
-            .unwrap();
+        let id: SpiffeId = "spiffe://cluster.local/ns/default/sa/sleep".parse().unwrap();
         assert_eq!(id.trust_domain(), "cluster.local");
         assert_eq!(id.namespace(), "default");
         assert_eq!(id.service_account(), "sleep");

@@ -21,9 +21,7 @@ pub fn anchors(roots: &[CertDer]) -> Result<Vec<TrustAnchor<'static>>, VerifyErr
     roots
         .iter()
         .map(|r| {
-            webpki::anchor_from_trusted_cert(r)
-                .map(|a| a.to_owned())
-                .map_err(|e| VerifyError::Anchor(format!("{e:?}")))
+            webpki::anchor_from_trusted_cert(r).map(|a| a.to_owned()).map_err(|e| VerifyError::Anchor(format!("{e:?}")))
         })
         .collect()
 }
@@ -43,32 +41,19 @@ pub fn verify_leaf(
     now: SystemTime,
     usage: Usage,
 ) -> Result<(), VerifyError> {
-    let ee =
-        webpki::EndEntityCert::try_from(leaf).map_err(|e| VerifyError::Parse(format!("{e:?}")))?;
-    let secs = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let ee = webpki::EndEntityCert::try_from(leaf).map_err(|e| VerifyError::Parse(format!("{e:?}")))?;
+    let secs = now.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let time = UnixTime::since_unix_epoch(std::time::Duration::from_secs(secs));
     let eku = match usage {
         Usage::Client => webpki::KeyUsage::client_auth(),
         Usage::Server => webpki::KeyUsage::server_auth(),
     };
-    ee.verify_for_usage(
-        webpki::ALL_VERIFICATION_ALGS,
-        anchors,
-        intermediates,
-        time,
-        eku,
-        None,
-        None,
-    )
-    .map(|_| ())
-    .map_err(|e| VerifyError::Chain(format!("{e:?}")))
+    ee.verify_for_usage(webpki::ALL_VERIFICATION_ALGS, anchors, intermediates, time, eku, None, None)
+        .map(|_| ())
+        .map_err(|e| VerifyError::Chain(format!("{e:?}")))
 }
 
 /// Whether `child` names `parent` as issuer and carries a valid signature by it.
 pub fn is_signed_by(child: &X509Certificate<'_>, parent: &X509Certificate<'_>) -> bool {
-    child.issuer().as_raw() == parent.subject().as_raw()
-        && child.verify_signature(Some(parent.public_key())).is_ok()
+    child.issuer().as_raw() == parent.subject().as_raw() && child.verify_signature(Some(parent.public_key())).is_ok()
 }

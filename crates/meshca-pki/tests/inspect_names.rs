@@ -12,19 +12,13 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 fn rfc3339(t: SystemTime) -> String {
-    time::OffsetDateTime::from(t)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap()
+    time::OffsetDateTime::from(t).format(&time::format_description::well_known::Rfc3339).unwrap()
 }
 
 /// openssl's `-serial` as Go's `%x` prints a big.Int: lowercase, no leading zeros.
 fn openssl_serial_go(dir: &Path, pem: &str) -> String {
     let out = x509_cli(dir, pem, &["-serial"]);
-    let hex = out
-        .trim()
-        .strip_prefix("serial=")
-        .expect("serial=")
-        .to_ascii_lowercase();
+    let hex = out.trim().strip_prefix("serial=").expect("serial=").to_ascii_lowercase();
     let trimmed = hex.trim_start_matches('0');
     if trimmed.is_empty() {
         "0".into()
@@ -35,15 +29,10 @@ fn openssl_serial_go(dir: &Path, pem: &str) -> String {
 
 fn rfc2253(dir: &Path, pem: &str, which: &str) -> String {
     let out = x509_cli(dir, pem, &[&format!("-{which}"), "-nameopt", "RFC2253"]);
-    out.trim()
-        .strip_prefix(&format!("{which}="))
-        .unwrap()
-        .to_string()
+    out.trim().strip_prefix(&format!("{which}=")).unwrap().to_string()
 }
 
-fn intermediate_with_locality(
-    now: SystemTime,
-) -> (meshca_pki::NewAuthority, meshca_pki::NewAuthority) {
+fn intermediate_with_locality(now: SystemTime) -> (meshca_pki::NewAuthority, meshca_pki::NewAuthority) {
     let root = root("Root CA", KeyKind::EcP256, now - HOUR, 3650 * DAY);
     let o = AuthorityOptions {
         locality: Some("cluster-A1".into()),
@@ -60,11 +49,7 @@ fn istiod_line_matches_openssl() {
     let now = now_s();
     let (root, int) = intermediate_with_locality(now);
     let sn = openssl_serial_go(d, &pem(&int));
-    assert_eq!(
-        sn.len(),
-        32,
-        "16-byte serial starting with a non-zero nibble: {sn}"
-    );
+    assert_eq!(sn.len(), 32, "16-byte serial starting with a non-zero nibble: {sn}");
     let line = istiod_line(&int.cert).unwrap();
     assert_eq!(
         line,
@@ -75,10 +60,7 @@ fn istiod_line_matches_openssl() {
             rfc3339(now + 365 * DAY)
         )
     );
-    assert!(
-        line.contains("NotBefore: \"20") && line.contains("Z\", NotAfter"),
-        "{line}"
-    );
+    assert!(line.contains("NotBefore: \"20") && line.contains("Z\", NotAfter"), "{line}");
     // Root line: issuer == subject.
     let rline = istiod_line(&root.cert).unwrap();
     let rsn = openssl_serial_go(d, &pem(&root));
@@ -104,9 +86,7 @@ fn serial_without_leading_zeros_like_go() {
     let int_der = pem_to_ders(&int_pem).remove(0);
     let line = istiod_line(&int_der).unwrap();
     assert!(
-        line.starts_with(
-            "x509 cert - Issuer: \"CN=Root,O=Example\", Subject: \"CN=Int,O=Example\", SN: abc, "
-        ),
+        line.starts_with("x509 cert - Issuer: \"CN=Root,O=Example\", Subject: \"CN=Int,O=Example\", SN: abc, "),
         "{line}"
     );
     assert!(istiod_line(&root_der).unwrap().contains(", SN: 102, "));
@@ -120,17 +100,11 @@ fn go_string_order_for_an_intermediate_with_locality() {
     let now = now_s();
     let (root, int) = intermediate_with_locality(now);
     let c = parse(&int.cert);
-    assert_eq!(
-        to_go_string(c.subject()),
-        "CN=Intermediate CA - A1,O=Istio,L=cluster-A1"
-    );
+    assert_eq!(to_go_string(c.subject()), "CN=Intermediate CA - A1,O=Istio,L=cluster-A1");
     assert_eq!(to_go_string(c.issuer()), "CN=Root CA,O=Istio");
     // Encoded as Go encodes pkix.Name: L, then O, then CN.
     let oneline = x509_cli(d, &pem(&int), &["-subject", "-nameopt", "oneline"]);
-    assert_eq!(
-        oneline.trim(),
-        "subject=L = cluster-A1, O = Istio, CN = Intermediate CA - A1"
-    );
+    assert_eq!(oneline.trim(), "subject=L = cluster-A1, O = Istio, CN = Intermediate CA - A1");
     // RFC 2253 order (last RDN first) is the Go order.
     assert_eq!(rfc2253(d, &pem(&int), "subject"), to_go_string(c.subject()));
     assert_eq!(rfc2253(d, &pem(&int), "issuer"), to_go_string(c.issuer()));
@@ -142,15 +116,7 @@ fn go_string_escapes_like_rfc2253() {
     let dir = tempdir();
     let d = dir.path();
     let now = now_s();
-    for cn in [
-        "Acme, Inc.",
-        "a+b",
-        "#hash",
-        "semi;colon",
-        "quote\"d",
-        "back\\slash",
-        "<angle>",
-    ] {
+    for cn in ["Acme, Inc.", "a+b", "#hash", "semi;colon", "quote\"d", "back\\slash", "<angle>"] {
         let r = root(cn, KeyKind::EcP256, now, DAY);
         let c = parse(&r.cert);
         let go = to_go_string(c.subject());
@@ -168,20 +134,11 @@ fn cert_info_agrees_with_openssl() {
     let i = cert_info(&int.cert).unwrap();
     assert!(i.is_ca && !i.self_signed);
     assert_eq!(i.path_len, Some(0));
-    assert_eq!(
-        i.key_usage,
-        vec!["digitalSignature", "keyCertSign", "cRLSign"]
-    );
+    assert_eq!(i.key_usage, vec!["digitalSignature", "keyCertSign", "cRLSign"]);
     assert_eq!(i.key, "ECDSA P-256");
     assert_eq!(i.serial, openssl_serial_go(d, &pem(&int)));
     let fp = x509_cli(d, &pem(&int), &["-fingerprint", "-sha256"]);
-    let fp = fp
-        .trim()
-        .split_once('=')
-        .unwrap()
-        .1
-        .replace(':', "")
-        .to_ascii_lowercase();
+    let fp = fp.trim().split_once('=').unwrap().1.replace(':', "").to_ascii_lowercase();
     assert_eq!(i.sha256_fingerprint, fp);
     assert_eq!(i.not_before_unix, unix(now) - 120);
 

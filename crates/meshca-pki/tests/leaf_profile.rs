@@ -10,8 +10,8 @@ use std::collections::HashSet;
 use std::time::Duration;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::oid_registry::{
-    OID_X509_EXT_AUTHORITY_KEY_IDENTIFIER, OID_X509_EXT_BASIC_CONSTRAINTS,
-    OID_X509_EXT_EXTENDED_KEY_USAGE, OID_X509_EXT_KEY_USAGE, OID_X509_EXT_SUBJECT_ALT_NAME,
+    OID_X509_EXT_AUTHORITY_KEY_IDENTIFIER, OID_X509_EXT_BASIC_CONSTRAINTS, OID_X509_EXT_EXTENDED_KEY_USAGE,
+    OID_X509_EXT_KEY_USAGE, OID_X509_EXT_SUBJECT_ALT_NAME,
 };
 
 #[test]
@@ -20,23 +20,13 @@ fn leaf_profile_seen_by_x509_parser() {
     let (_root, int) = root_and_intermediate(KeyKind::EcP256, now);
     let signer = signer_of(&int);
     let (_k, spki) = workload_key(KeyKind::EcP256);
-    let der = signer
-        .sign_leaf(&spki, &profile(ID, 6 * HOUR), now)
-        .unwrap();
+    let der = signer.sign_leaf(&spki, &profile(ID, 6 * HOUR), now).unwrap();
     let leaf = parse(&der);
 
     assert_eq!(leaf.version().0, 2, "X.509 v3");
     // Empty subject.
-    assert_eq!(
-        leaf.subject().iter_rdn().count(),
-        0,
-        "subject must be empty"
-    );
-    assert_eq!(
-        leaf.subject().as_raw(),
-        &[0x30, 0x00],
-        "subject must be an empty SEQUENCE"
-    );
+    assert_eq!(leaf.subject().iter_rdn().count(), 0, "subject must be empty");
+    assert_eq!(leaf.subject().as_raw(), &[0x30, 0x00], "subject must be an empty SEQUENCE");
     // Issuer name byte-identical to the intermediate's subject.
     let issuer = parse(&int.cert);
     assert_eq!(leaf.issuer().as_raw(), issuer.subject().as_raw());
@@ -44,19 +34,10 @@ fn leaf_profile_seen_by_x509_parser() {
     assert_eq!(leaf.public_key().raw, spki.as_slice());
 
     // Exactly one SAN extension with exactly one URI, marked critical.
-    let sans: Vec<_> = leaf
-        .extensions()
-        .iter()
-        .filter(|e| e.oid == OID_X509_EXT_SUBJECT_ALT_NAME)
-        .collect();
+    let sans: Vec<_> = leaf.extensions().iter().filter(|e| e.oid == OID_X509_EXT_SUBJECT_ALT_NAME).collect();
     assert_eq!(sans.len(), 1);
-    assert!(
-        sans[0].critical,
-        "SAN must be critical because the subject is empty"
-    );
-    let ParsedExtension::SubjectAlternativeName(san) = sans[0].parsed_extension() else {
-        panic!("SAN not parsed")
-    };
+    assert!(sans[0].critical, "SAN must be critical because the subject is empty");
+    let ParsedExtension::SubjectAlternativeName(san) = sans[0].parsed_extension() else { panic!("SAN not parsed") };
     assert_eq!(san.general_names, vec![GeneralName::URI(ID)]);
 
     // Key usage: digitalSignature + keyEncipherment only, critical.
@@ -69,44 +50,22 @@ fn leaf_profile_seen_by_x509_parser() {
     assert!(!ku.value.key_agreement());
     assert!(!ku.value.key_cert_sign());
     assert!(!ku.value.crl_sign());
-    assert_eq!(
-        ku.value.flags, 0b101,
-        "digitalSignature(bit 0) | keyEncipherment(bit 2)"
-    );
+    assert_eq!(ku.value.flags, 0b101, "digitalSignature(bit 0) | keyEncipherment(bit 2)");
 
     // EKU: serverAuth + clientAuth, nothing else.
-    let eku = leaf
-        .extended_key_usage()
-        .unwrap()
-        .expect("EKU present")
-        .value;
+    let eku = leaf.extended_key_usage().unwrap().expect("EKU present").value;
     assert!(eku.server_auth && eku.client_auth);
-    assert!(
-        !eku.any
-            && !eku.code_signing
-            && !eku.email_protection
-            && !eku.time_stamping
-            && !eku.ocsp_signing
-    );
+    assert!(!eku.any && !eku.code_signing && !eku.email_protection && !eku.time_stamping && !eku.ocsp_signing);
     assert!(eku.other.is_empty());
 
     // basicConstraints present with CA:FALSE.
-    let bc = leaf
-        .basic_constraints()
-        .unwrap()
-        .expect("basicConstraints must be present");
+    let bc = leaf.basic_constraints().unwrap().expect("basicConstraints must be present");
     assert!(!bc.value.ca);
     assert_eq!(bc.value.path_len_constraint, None);
 
     // AKI present and equal to the issuer's SKI.
-    let aki = leaf
-        .extensions()
-        .iter()
-        .find(|e| e.oid == OID_X509_EXT_AUTHORITY_KEY_IDENTIFIER)
-        .expect("AKI present");
-    let ParsedExtension::AuthorityKeyIdentifier(aki) = aki.parsed_extension() else {
-        panic!("AKI not parsed")
-    };
+    let aki = leaf.extensions().iter().find(|e| e.oid == OID_X509_EXT_AUTHORITY_KEY_IDENTIFIER).expect("AKI present");
+    let ParsedExtension::AuthorityKeyIdentifier(aki) = aki.parsed_extension() else { panic!("AKI not parsed") };
     let ski = issuer
         .extensions()
         .iter()
@@ -118,22 +77,11 @@ fn leaf_profile_seen_by_x509_parser() {
     assert_eq!(aki.key_identifier.as_ref().map(|k| k.0.to_vec()), Some(ski));
 
     // No extension appears twice.
-    let oids: Vec<String> = leaf
-        .extensions()
-        .iter()
-        .map(|e| e.oid.to_id_string())
-        .collect();
+    let oids: Vec<String> = leaf.extensions().iter().map(|e| e.oid.to_id_string()).collect();
     let unique: HashSet<&String> = oids.iter().collect();
     assert_eq!(unique.len(), oids.len(), "duplicate extensions: {oids:?}");
-    for oid in [
-        OID_X509_EXT_KEY_USAGE,
-        OID_X509_EXT_EXTENDED_KEY_USAGE,
-        OID_X509_EXT_BASIC_CONSTRAINTS,
-    ] {
-        assert!(
-            leaf.extensions().iter().any(|e| e.oid == oid),
-            "missing {oid}"
-        );
+    for oid in [OID_X509_EXT_KEY_USAGE, OID_X509_EXT_EXTENDED_KEY_USAGE, OID_X509_EXT_BASIC_CONSTRAINTS] {
+        assert!(leaf.extensions().iter().any(|e| e.oid == oid), "missing {oid}");
     }
 
     // Validity: NotBefore = now - 120 s, NotAfter = now + ttl.
@@ -141,8 +89,7 @@ fn leaf_profile_seen_by_x509_parser() {
     assert_eq!(leaf.validity().not_after.timestamp(), unix(now) + 6 * 3600);
 
     // The signature is the intermediate's.
-    leaf.verify_signature(Some(issuer.public_key()))
-        .expect("leaf signed by the intermediate");
+    leaf.verify_signature(Some(issuer.public_key())).expect("leaf signed by the intermediate");
 }
 
 #[test]
@@ -155,49 +102,25 @@ fn leaf_profile_seen_by_openssl_text() {
     let text = x509_cli(dir.path(), &leaf_pem, &["-text"]);
     let l = lines(&text);
     let after = |header: &str| -> String {
-        let i = l
-            .iter()
-            .position(|x| x == header)
-            .unwrap_or_else(|| panic!("{header:?} not in:\n{text}"));
+        let i = l.iter().position(|x| x == header).unwrap_or_else(|| panic!("{header:?} not in:\n{text}"));
         l[i + 1].clone()
     };
     assert!(l.contains(&"Version: 3 (0x2)".to_string()), "{text}");
-    assert!(
-        l.contains(&"Subject:".to_string()),
-        "subject must print empty:\n{text}"
-    );
-    assert_eq!(
-        after("X509v3 Subject Alternative Name: critical"),
-        format!("URI:{ID}")
-    );
-    assert_eq!(
-        after("X509v3 Key Usage: critical"),
-        "Digital Signature, Key Encipherment"
-    );
-    assert_eq!(
-        after("X509v3 Extended Key Usage:"),
-        "TLS Web Server Authentication, TLS Web Client Authentication"
-    );
+    assert!(l.contains(&"Subject:".to_string()), "subject must print empty:\n{text}");
+    assert_eq!(after("X509v3 Subject Alternative Name: critical"), format!("URI:{ID}"));
+    assert_eq!(after("X509v3 Key Usage: critical"), "Digital Signature, Key Encipherment");
+    assert_eq!(after("X509v3 Extended Key Usage:"), "TLS Web Server Authentication, TLS Web Client Authentication");
     assert!(
         l.contains(&"X509v3 Basic Constraints: critical".to_string())
             || l.contains(&"X509v3 Basic Constraints:".to_string()),
         "{text}"
     );
-    let bc_line = l
-        .iter()
-        .position(|x| x.starts_with("X509v3 Basic Constraints:"))
-        .unwrap();
+    let bc_line = l.iter().position(|x| x.starts_with("X509v3 Basic Constraints:")).unwrap();
     assert_eq!(l[bc_line + 1], "CA:FALSE");
-    assert!(
-        l.contains(&"X509v3 Authority Key Identifier:".to_string()),
-        "{text}"
-    );
+    assert!(l.contains(&"X509v3 Authority Key Identifier:".to_string()), "{text}");
 
     // `-subject` prints nothing after "subject=".
-    assert_eq!(
-        x509_cli(dir.path(), &leaf_pem, &["-subject"]).trim(),
-        "subject="
-    );
+    assert_eq!(x509_cli(dir.path(), &leaf_pem, &["-subject"]).trim(), "subject=");
     // The AKI equals the intermediate's SKI as openssl prints them.
     let aki = x509_cli(dir.path(), &leaf_pem, &["-ext", "authorityKeyIdentifier"]);
     let ski = x509_cli(dir.path(), &pem(&int), &["-ext", "subjectKeyIdentifier"]);
@@ -207,11 +130,7 @@ fn leaf_profile_seen_by_openssl_text() {
     assert_eq!(aki_hex, ski_hex);
 
     // Dates as openssl reads them.
-    let dates = x509_cli(
-        dir.path(),
-        &leaf_pem,
-        &["-startdate", "-enddate", "-dateopt", "iso_8601"],
-    );
+    let dates = x509_cli(dir.path(), &leaf_pem, &["-startdate", "-enddate", "-dateopt", "iso_8601"]);
     let fmt = |t: std::time::SystemTime| {
         let t = time::OffsetDateTime::from(t);
         format!(
@@ -226,10 +145,7 @@ fn leaf_profile_seen_by_openssl_text() {
     };
     assert_eq!(
         lines(&dates),
-        vec![
-            format!("notBefore={}", fmt(now - Duration::from_secs(120))),
-            format!("notAfter={}", fmt(now + DAY))
-        ]
+        vec![format!("notBefore={}", fmt(now - Duration::from_secs(120))), format!("notAfter={}", fmt(now + DAY))]
     );
 }
 
@@ -254,10 +170,7 @@ fn serials_are_16_bytes_positive_and_distinct() {
     let out = x509_cli(dir.path(), &cert_to_pem(&der), &["-serial"]);
     let hexs = out.trim().strip_prefix("serial=").unwrap();
     assert_eq!(hexs.len(), 32);
-    assert_eq!(
-        hexs.to_ascii_lowercase(),
-        hex::encode(parse(&der).raw_serial())
-    );
+    assert_eq!(hexs.to_ascii_lowercase(), hex::encode(parse(&der).raw_serial()));
 }
 
 #[test]
@@ -284,13 +197,7 @@ fn not_after_is_clamped_to_the_signer() {
     assert_eq!(c.validity().not_before.timestamp(), unix(now) + 3599 - 120);
     // And the clamped leaf verifies (openssl at a time inside both validities).
     let leaf_pem = cert_to_pem(&issue(&signer, DAY, now));
-    let v = openssl_verify_at(
-        dir.path(),
-        &pem(&r),
-        None,
-        &leaf_pem,
-        Some(unix(now) + 1800),
-    );
+    let v = openssl_verify_at(dir.path(), &pem(&r), None, &leaf_pem, Some(unix(now) + 1800));
     assert!(v.ok, "{} {}", v.stdout, v.stderr);
 }
 
@@ -307,10 +214,7 @@ fn not_before_never_precedes_the_signer() {
     assert_eq!(c.validity().not_after.timestamp(), unix(now) - 60 + 3600);
     // 30 s later, now - 120 s is after the root's start: no clamping.
     let der = issue(&signer, HOUR, now + Duration::from_secs(30));
-    assert_eq!(
-        parse(&der).validity().not_before.timestamp(),
-        unix(now) + 30 - 120
-    );
+    assert_eq!(parse(&der).validity().not_before.timestamp(), unix(now) + 30 - 120);
 }
 
 #[test]
@@ -321,18 +225,13 @@ fn issuing_after_the_signer_expired_fails() {
     assert_eq!(na, unix(now) - 2 * 86_400);
     let signer = signer_of(&r);
     let (_k, spki) = workload_key(KeyKind::EcP256);
-    let err = signer
-        .sign_leaf(&spki, &profile(ID, HOUR), now)
-        .unwrap_err();
+    let err = signer.sign_leaf(&spki, &profile(ID, HOUR), now).unwrap_err();
     let when = meshca_pki::material::fmt_time(now - 2 * DAY);
     assert_eq!(err, SignerError::IssuerExpired(when.clone()));
     assert!(err.to_string().contains(&when), "{err}");
     // Exactly at NotAfter is already too late.
     let at_end = std::time::UNIX_EPOCH + Duration::from_secs(na as u64);
-    assert!(matches!(
-        signer.sign_leaf(&spki, &profile(ID, HOUR), at_end),
-        Err(SignerError::IssuerExpired(_))
-    ));
+    assert!(matches!(signer.sign_leaf(&spki, &profile(ID, HOUR), at_end), Err(SignerError::IssuerExpired(_))));
 }
 
 #[test]
@@ -341,34 +240,18 @@ fn dns_profile_and_bad_spki() {
     let r = root("Root CA", KeyKind::EcP384, now - HOUR, DAY);
     let signer = signer_of(&r);
     let (_k, spki) = workload_key(KeyKind::EcP256);
-    let p = LeafProfile {
-        uris: vec![ID.into()],
-        dns_names: vec!["istiod.istio-system.svc".into()],
-        ttl: HOUR,
-    };
+    let p = LeafProfile { uris: vec![ID.into()], dns_names: vec!["istiod.istio-system.svc".into()], ttl: HOUR };
     let der = signer.sign_leaf(&spki, &p, now).unwrap();
     let c = parse(&der);
     let san = c.subject_alternative_name().unwrap().unwrap();
     assert!(san.critical);
-    assert_eq!(
-        san.value.general_names,
-        vec![
-            GeneralName::URI(ID),
-            GeneralName::DNSName("istiod.istio-system.svc")
-        ]
-    );
+    assert_eq!(san.value.general_names, vec![GeneralName::URI(ID), GeneralName::DNSName("istiod.istio-system.svc")]);
     assert_eq!(c.public_key().raw, spki.as_slice());
     // Not an SPKI at all, or an SPKI with trailing bytes.
-    assert!(matches!(
-        signer.sign_leaf(b"garbage", &p, now),
-        Err(SignerError::Params(_))
-    ));
+    assert!(matches!(signer.sign_leaf(b"garbage", &p, now), Err(SignerError::Params(_))));
     let mut trailing = spki.clone();
     trailing.push(0);
-    assert!(matches!(
-        signer.sign_leaf(&trailing, &p, now),
-        Err(SignerError::Params(_))
-    ));
+    assert!(matches!(signer.sign_leaf(&trailing, &p, now), Err(SignerError::Params(_))));
 }
 
 /// The leaf must carry the requested public key byte for byte, whatever its
@@ -381,22 +264,14 @@ fn leaf_keeps_the_public_key_for_every_accepted_key_type() {
     let (root, int) = root_and_intermediate(KeyKind::EcP256, now);
     let signer = signer_of(&int);
     let mut wrong = Vec::new();
-    for kind in [
-        KeyKind::EcP256,
-        KeyKind::EcP384,
-        KeyKind::Rsa2048,
-        KeyKind::Rsa3072,
-    ] {
+    for kind in [KeyKind::EcP256, KeyKind::EcP384, KeyKind::Rsa2048, KeyKind::Rsa3072] {
         let (k, spki) = workload_key(kind);
         let der = signer.sign_leaf(&spki, &profile(ID, HOUR), now).unwrap();
         let leaf_pem = cert_to_pem(&der);
         write(dir.path(), "k.pem", k.to_pkcs8_pem().as_bytes());
         let want = openssl(dir.path(), &["pkey", "-in", "k.pem", "-pubout"]);
         write(dir.path(), "leaf.pem", &leaf_pem);
-        let got = openssl_run(
-            dir.path(),
-            &["x509", "-in", "leaf.pem", "-noout", "-pubkey"],
-        );
+        let got = openssl_run(dir.path(), &["x509", "-in", "leaf.pem", "-noout", "-pubkey"]);
         let same_spki = parse(&der).public_key().raw == spki.as_slice();
         let v = openssl_verify(dir.path(), &pem(&root), Some(&pem(&int)), &leaf_pem);
         if !same_spki || got.stdout != want || !v.ok {
@@ -404,13 +279,15 @@ fn leaf_keeps_the_public_key_for_every_accepted_key_type() {
                 "{kind}: spki equal={same_spki}, openssl pubkey equal={}, openssl verify ok={} ({})",
                 got.stdout == want,
                 v.ok,
-                format!("{} {}", v.stdout, v.stderr).split_whitespace().collect::<Vec<_>>().join(" ").chars().take(200).collect::<String>()
+                format!("{} {}", v.stdout, v.stderr)
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+                    .chars()
+                    .take(200)
+                    .collect::<String>()
             ));
         }
     }
-    assert!(
-        wrong.is_empty(),
-        "leaf public key is not the requested one:\n{}",
-        wrong.join("\n")
-    );
+    assert!(wrong.is_empty(), "leaf public key is not the requested one:\n{}", wrong.join("\n"));
 }

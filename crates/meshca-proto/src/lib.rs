@@ -36,8 +36,7 @@ pub use istio::v1::auth::{IstioCertificateRequest, IstioCertificateResponse};
 pub use prost_types;
 
 /// Full gRPC path of the `CreateCertificate` method.
-pub const CREATE_CERTIFICATE_PATH: &str =
-    "/istio.v1.auth.IstioCertificateService/CreateCertificate";
+pub const CREATE_CERTIFICATE_PATH: &str = "/istio.v1.auth.IstioCertificateService/CreateCertificate";
 
 /// Key in [`IstioCertificateRequest::metadata`] under which a trusted node
 /// agent names the identity it requests a certificate for.
@@ -93,11 +92,7 @@ mod tests {
         let mut metadata = Struct::default();
         metadata.fields.insert(
             IMPERSONATED_IDENTITY_KEY.to_owned(),
-            Value {
-                kind: Some(Kind::StringValue(
-                    "spiffe://cluster.local/ns/default/sa/app".to_owned(),
-                )),
-            },
+            Value { kind: Some(Kind::StringValue("spiffe://cluster.local/ns/default/sa/app".to_owned())) },
         );
         IstioCertificateRequest {
             csr: "-----BEGIN CERTIFICATE REQUEST-----\n...".to_owned(),
@@ -118,12 +113,7 @@ mod tests {
             .as_ref()
             .and_then(|m| m.fields.get(IMPERSONATED_IDENTITY_KEY))
             .and_then(|v| v.kind.as_ref());
-        assert_eq!(
-            identity,
-            Some(&Kind::StringValue(
-                "spiffe://cluster.local/ns/default/sa/app".to_owned()
-            ))
-        );
+        assert_eq!(identity, Some(&Kind::StringValue("spiffe://cluster.local/ns/default/sa/app".to_owned())));
     }
 
     #[test]
@@ -132,11 +122,7 @@ mod tests {
         let bytes = req.encode_to_vec();
 
         // Key byte = (field number << 3) | wire type.
-        assert_eq!(
-            bytes[0],
-            (1 << 3) | 2,
-            "csr must be field 1, length-delimited"
-        );
+        assert_eq!(bytes[0], (1 << 3) | 2, "csr must be field 1, length-delimited");
 
         let parsed = fields(&bytes);
         let layout: Vec<(u64, u8)> = parsed.iter().map(|(f, w, _)| (*f, *w)).collect();
@@ -159,26 +145,15 @@ mod tests {
 
     #[test]
     fn response_cert_chain_is_repeated_field_1() {
-        let resp = IstioCertificateResponse {
-            cert_chain: vec!["leaf".to_owned(), "root".to_owned()],
-        };
+        let resp = IstioCertificateResponse { cert_chain: vec!["leaf".to_owned(), "root".to_owned()] };
         let bytes = resp.encode_to_vec();
-        assert_eq!(
-            fields(&bytes),
-            vec![(1, 2, b"leaf".to_vec()), (1, 2, b"root".to_vec())]
-        );
-        assert_eq!(
-            IstioCertificateResponse::decode(bytes.as_slice()).unwrap(),
-            resp
-        );
+        assert_eq!(fields(&bytes), vec![(1, 2, b"leaf".to_vec()), (1, 2, b"root".to_vec())]);
+        assert_eq!(IstioCertificateResponse::decode(bytes.as_slice()).unwrap(), resp);
     }
 
     #[test]
     fn names_match_istio() {
         assert_eq!(SERVICE_NAME, "istio.v1.auth.IstioCertificateService");
-        assert_eq!(
-            CREATE_CERTIFICATE_PATH,
-            format!("/{SERVICE_NAME}/CreateCertificate")
-        );
+        assert_eq!(CREATE_CERTIFICATE_PATH, format!("/{SERVICE_NAME}/CreateCertificate"));
     }
 }

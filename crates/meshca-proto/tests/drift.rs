@@ -44,10 +44,7 @@ fn proto_dir() -> PathBuf {
 }
 
 fn committed_path() -> PathBuf {
-    crate_dir()
-        .join("src")
-        .join("generated")
-        .join(format!("{PACKAGE}.rs"))
+    crate_dir().join("src").join("generated").join(format!("{PACKAGE}.rs"))
 }
 
 /// Runs the full generation pipeline into `out_dir` and returns the text that
@@ -75,8 +72,7 @@ fn generate(out_dir: &Path) -> String {
         .expect("generate Rust code with tonic-prost-build");
 
     let generated = out_dir.join(format!("{PACKAGE}.rs"));
-    let body = fs::read_to_string(&generated)
-        .unwrap_or_else(|e| panic!("read generated {}: {e}", generated.display()));
+    let body = fs::read_to_string(&generated).unwrap_or_else(|e| panic!("read generated {}: {e}", generated.display()));
     format!("{HEADER}{body}")
 }
 
@@ -93,19 +89,9 @@ fn describe_difference(committed: &str, fresh: &str) -> String {
 
     let old: Vec<&str> = committed.lines().collect();
     let new: Vec<&str> = fresh.lines().collect();
-    let prefix = old
-        .iter()
-        .zip(new.iter())
-        .take_while(|(a, b)| a == b)
-        .count();
+    let prefix = old.iter().zip(new.iter()).take_while(|(a, b)| a == b).count();
     let max_suffix = old.len().min(new.len()) - prefix;
-    let suffix = old
-        .iter()
-        .rev()
-        .zip(new.iter().rev())
-        .take(max_suffix)
-        .take_while(|(a, b)| a == b)
-        .count();
+    let suffix = old.iter().rev().zip(new.iter().rev()).take(max_suffix).take_while(|(a, b)| a == b).count();
     let old_changed = &old[prefix..old.len() - suffix];
     let new_changed = &new[prefix..new.len() - suffix];
 
@@ -125,10 +111,7 @@ fn describe_difference(committed: &str, fresh: &str) -> String {
             out.push('\n');
         }
         if lines.len() > MAX_SHOWN {
-            out.push_str(&format!(
-                "{sign}... {} more lines\n",
-                lines.len() - MAX_SHOWN
-            ));
+            out.push_str(&format!("{sign}... {} more lines\n", lines.len() - MAX_SHOWN));
         }
     };
     push_lines(' ', &old[prefix.saturating_sub(CONTEXT)..prefix]);
@@ -147,8 +130,7 @@ fn generated_code_is_up_to_date() {
     let path = committed_path();
 
     if std::env::var_os(REGENERATE_ENV).is_some_and(|v| !v.is_empty() && v != "0") {
-        fs::create_dir_all(path.parent().expect("generated dir has a parent"))
-            .expect("create src/generated");
+        fs::create_dir_all(path.parent().expect("generated dir has a parent")).expect("create src/generated");
         fs::write(&path, &fresh).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
         eprintln!("regenerated {}", path.display());
         return;

@@ -6,9 +6,8 @@ use std::net::SocketAddr;
 
 use meshca_proto::prost_types::{value::Kind, Struct, Value};
 use meshca_proto::{
-    IstioCertificateRequest, IstioCertificateResponse, IstioCertificateService,
-    IstioCertificateServiceClient, IstioCertificateServiceServer, CREATE_CERTIFICATE_PATH,
-    IMPERSONATED_IDENTITY_KEY,
+    IstioCertificateRequest, IstioCertificateResponse, IstioCertificateService, IstioCertificateServiceClient,
+    IstioCertificateServiceServer, CREATE_CERTIFICATE_PATH, IMPERSONATED_IDENTITY_KEY,
 };
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -41,11 +40,7 @@ impl IstioCertificateService for EchoCa {
             })
             .unwrap_or_default();
         Ok(Response::new(IstioCertificateResponse {
-            cert_chain: vec![
-                req.csr,
-                format!("ttl={}", req.validity_duration),
-                format!("identity={identity}"),
-            ],
+            cert_chain: vec![req.csr, format!("ttl={}", req.validity_duration), format!("identity={identity}")],
         }))
     }
 }
@@ -62,33 +57,23 @@ impl TestServer {
         let addr = listener.local_addr().expect("local addr");
         let (shutdown, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(
-            Server::builder()
-                .add_service(IstioCertificateServiceServer::new(EchoCa))
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+            Server::builder().add_service(IstioCertificateServiceServer::new(EchoCa)).serve_with_incoming_shutdown(
+                TcpListenerStream::new(listener),
+                async {
                     let _ = rx.await;
-                }),
+                },
+            ),
         );
-        Self {
-            addr,
-            shutdown,
-            handle,
-        }
+        Self { addr, shutdown, handle }
     }
 
     async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.addr))
-            .expect("endpoint uri")
-            .connect()
-            .await
-            .expect("connect")
+        Channel::from_shared(format!("http://{}", self.addr)).expect("endpoint uri").connect().await.expect("connect")
     }
 
     async fn stop(self) {
         let _ = self.shutdown.send(());
-        self.handle
-            .await
-            .expect("server task panicked")
-            .expect("server error");
+        self.handle.await.expect("server task panicked").expect("server error");
     }
 }
 
@@ -96,45 +81,26 @@ fn request() -> IstioCertificateRequest {
     let mut metadata = Struct::default();
     metadata.fields.insert(
         IMPERSONATED_IDENTITY_KEY.to_owned(),
-        Value {
-            kind: Some(Kind::StringValue(
-                "spiffe://cluster.local/ns/default/sa/app".to_owned(),
-            )),
-        },
+        Value { kind: Some(Kind::StringValue("spiffe://cluster.local/ns/default/sa/app".to_owned())) },
     );
-    IstioCertificateRequest {
-        csr: "CSR-PEM".to_owned(),
-        validity_duration: 3600,
-        metadata: Some(metadata),
-    }
+    IstioCertificateRequest { csr: "CSR-PEM".to_owned(), validity_duration: 3600, metadata: Some(metadata) }
 }
 
 fn expected_chain() -> Vec<String> {
-    vec![
-        "CSR-PEM".to_owned(),
-        "ttl=3600".to_owned(),
-        "identity=spiffe://cluster.local/ns/default/sa/app".to_owned(),
-    ]
+    vec!["CSR-PEM".to_owned(), "ttl=3600".to_owned(), "identity=spiffe://cluster.local/ns/default/sa/app".to_owned()]
 }
 
 #[tokio::test]
 async fn generated_client_calls_generated_server() {
     let server = TestServer::start().await;
 
-    let mut client = IstioCertificateServiceClient::connect(format!("http://{}", server.addr))
-        .await
-        .expect("connect client");
-    let resp = client
-        .create_certificate(request())
-        .await
-        .expect("CreateCertificate")
-        .into_inner();
+    let mut client =
+        IstioCertificateServiceClient::connect(format!("http://{}", server.addr)).await.expect("connect client");
+    let resp = client.create_certificate(request()).await.expect("CreateCertificate").into_inner();
     assert_eq!(resp.cert_chain, expected_chain());
 
-    let err = client
-        .create_certificate(IstioCertificateRequest::default())
-        .await
-        .expect_err("empty csr must be rejected");
+    let err =
+        client.create_certificate(IstioCertificateRequest::default()).await.expect_err("empty csr must be rejected");
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
 
     server.stop().await;
@@ -147,10 +113,7 @@ async fn literal_istio_method_path_is_served() {
 
     // A raw unary call on the exact path Istio's Go client uses, independent
     // of the path string baked into the generated client.
-    assert_eq!(
-        CREATE_CERTIFICATE_PATH,
-        "/istio.v1.auth.IstioCertificateService/CreateCertificate"
-    );
+    assert_eq!(CREATE_CERTIFICATE_PATH, "/istio.v1.auth.IstioCertificateService/CreateCertificate");
     let mut grpc = tonic::client::Grpc::new(channel.clone());
     grpc.ready().await.expect("channel ready");
     let resp: Response<IstioCertificateResponse> = grpc

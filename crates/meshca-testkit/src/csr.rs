@@ -11,15 +11,10 @@ pub enum KeyType {
 
 pub fn key(kind: KeyType) -> KeyPair {
     match kind {
-        KeyType::EcP256 => {
-            KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("P-256 key")
-        }
-        KeyType::EcP384 => {
-            KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).expect("P-384 key")
-        }
+        KeyType::EcP256 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("P-256 key"),
+        KeyType::EcP384 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).expect("P-384 key"),
         KeyType::Rsa2048 => {
-            KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
-                .expect("RSA key")
+            KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048).expect("RSA key")
         }
     }
 }
@@ -38,9 +33,5 @@ pub fn csr_for(key: &KeyPair, uri: Option<&str>) -> String {
     if let Some(u) = uri {
         params.subject_alt_names = vec![SanType::URI(u.to_string().try_into().expect("URI SAN"))];
     }
-    params
-        .serialize_request(key)
-        .expect("CSR")
-        .pem()
-        .expect("CSR PEM")
+    params.serialize_request(key).expect("CSR").pem().expect("CSR PEM")
 }

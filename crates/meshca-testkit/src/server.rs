@@ -6,11 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
 #[derive(Debug, Clone, Default)]
@@ -49,10 +45,7 @@ impl Server {
             "--http-addr".into(),
             http.to_string(),
             "--ca-dir".into(),
-            opts.ca_dir
-                .unwrap_or_else(|| work.join("no-cacerts"))
-                .display()
-                .to_string(),
+            opts.ca_dir.unwrap_or_else(|| work.join("no-cacerts")).display().to_string(),
         ];
         if opts.plaintext {
             args.push("--plaintext".into());
@@ -73,15 +66,9 @@ impl Server {
     }
 
     fn spawn(&mut self) -> anyhow::Result<()> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)?;
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
         let mut cmd = Command::new(&self.bin);
-        cmd.args(&self.args)
-            .stdout(Stdio::from(log.try_clone()?))
-            .stderr(Stdio::from(log))
-            .env("NO_COLOR", "1");
+        cmd.args(&self.args).stdout(Stdio::from(log.try_clone()?)).stderr(Stdio::from(log)).env("NO_COLOR", "1");
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
@@ -94,10 +81,7 @@ impl Server {
         while Instant::now() < deadline {
             if let Some(child) = self.child.as_mut() {
                 if let Some(status) = child.try_wait()? {
-                    anyhow::bail!(
-                        "meshca serve exited with {status} before becoming ready; log:\n{}",
-                        self.logs()
-                    );
+                    anyhow::bail!("meshca serve exited with {status} before becoming ready; log:\n{}", self.logs());
                 }
             }
             if let Ok(body) = http_get(self.http, "/readyz") {
@@ -107,10 +91,7 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        anyhow::bail!(
-            "meshca serve did not become ready in 30s; log:\n{}",
-            self.logs()
-        )
+        anyhow::bail!("meshca serve did not become ready in 30s; log:\n{}", self.logs())
     }
 
     /// Stop and start again with the same arguments and ports.
@@ -128,9 +109,7 @@ impl Server {
 
     /// Is the process still running?
     pub fn alive(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -165,27 +144,11 @@ impl Server {
     /// Mint a token with `meshca token create` against this server's data dir.
     pub fn token(&self, ns: &str, sa: &str) -> String {
         let out = Command::new(&self.bin)
-            .args([
-                "token",
-                "create",
-                "--data-dir",
-                &self.data_dir.display().to_string(),
-                "--ns",
-                ns,
-                "--sa",
-                sa,
-            ])
+            .args(["token", "create", "--data-dir", &self.data_dir.display().to_string(), "--ns", ns, "--sa", sa])
             .output()
             .expect("meshca token create");
-        assert!(
-            out.status.success(),
-            "token create failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout)
-            .expect("utf8")
-            .trim()
-            .to_string()
+        assert!(out.status.success(), "token create failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).expect("utf8").trim().to_string()
     }
 }
 
@@ -200,20 +163,11 @@ pub fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf)?;
     let text = String::from_utf8_lossy(&buf).to_string();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| anyhow::anyhow!("bad HTTP response"))?;
-    anyhow::ensure!(
-        head.starts_with("HTTP/1.1 200"),
-        "GET {path}: {}",
-        head.lines().next().unwrap_or("")
-    );
+    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| anyhow::anyhow!("bad HTTP response"))?;
+    anyhow::ensure!(head.starts_with("HTTP/1.1 200"), "GET {path}: {}", head.lines().next().unwrap_or(""));
     Ok(body.to_string())
 }

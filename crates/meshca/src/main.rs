@@ -9,11 +9,7 @@ mod token;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(
-    name = "meshca",
-    version,
-    about = "A service-mesh certificate authority, wire compatible with Istio"
-)]
+#[command(name = "meshca", version, about = "A service-mesh certificate authority, wire compatible with Istio")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -30,12 +26,9 @@ enum Command {
 }
 
 fn init_logging(format: &str) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MESHCA_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,h2=warn,hyper=warn,tower=warn,rustls=warn")
-    });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MESHCA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,h2=warn,hyper=warn,tower=warn,rustls=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         "json" => builder.json().init(),
         "text" => builder.init(),
@@ -47,10 +40,7 @@ fn init_logging(format: &str) -> anyhow::Result<()> {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => args
-            .log_format()
-            .and_then(|f| init_logging(&f))
-            .and_then(|()| serve::run(*args)),
+        Command::Serve(args) => args.log_format().and_then(|f| init_logging(&f)).and_then(|()| serve::run(*args)),
         Command::Certs(args) => certs::run(args),
         Command::Token(args) => token::run(args),
     };

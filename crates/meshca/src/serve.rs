@@ -87,19 +87,15 @@ impl ServeArgs {
     /// The log format after merging (needed before the rest, to set up logging).
     pub fn log_format(&self) -> anyhow::Result<String> {
         let file = self.file()?;
-        Ok(self
-            .log_format
-            .clone()
-            .or(file.log_format)
-            .unwrap_or_else(|| "text".into()))
+        Ok(self.log_format.clone().or(file.log_format).unwrap_or_else(|| "text".into()))
     }
 
     fn file(&self) -> anyhow::Result<FileConfig> {
         match &self.config {
             None => Ok(FileConfig::default()),
             Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .with_context(|| format!("reading config file {}", p.display()))?;
+                let text =
+                    std::fs::read_to_string(p).with_context(|| format!("reading config file {}", p.display()))?;
                 toml::from_str(&text).with_context(|| format!("config file {}", p.display()))
             }
         }
@@ -110,8 +106,7 @@ impl ServeArgs {
         let file = self.file()?;
         let d = ServeConfig::default();
         let file_dur = |v: Option<String>, key: &str| -> anyhow::Result<Option<Duration>> {
-            v.map(|s| duration(&s).map_err(|e| anyhow::anyhow!("config file: {key}: {e}")))
-                .transpose()
+            v.map(|s| duration(&s).map_err(|e| anyhow::anyhow!("config file: {key}: {e}"))).transpose()
         };
         let issuers = self.jwt_issuer.or(file.jwt_issuer).unwrap_or_default();
         let jwt_issuers = issuers
@@ -121,58 +116,33 @@ impl ServeArgs {
                 s.split_once('=')
                     .map(|(i, src)| (i.trim().to_string(), src.trim().to_string()))
                     .filter(|(i, src)| !i.is_empty() && !src.is_empty())
-                    .ok_or_else(|| anyhow::anyhow!("--jwt-issuer {s:?}: expected ISSUER=SOURCE (a JWKS file, a JWKS URL, or oidc)"))
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("--jwt-issuer {s:?}: expected ISSUER=SOURCE (a JWKS file, a JWKS URL, or oidc)")
+                    })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let trusted = self
-            .trusted_node_accounts
-            .or(file.trusted_node_accounts)
-            .unwrap_or_default();
+        let trusted = self.trusted_node_accounts.or(file.trusted_node_accounts).unwrap_or_default();
         for t in &trusted {
-            let ok = t
-                .split_once('/')
-                .is_some_and(|(ns, sa)| !ns.is_empty() && !sa.is_empty() && !sa.contains('/'));
-            anyhow::ensure!(
-                ok,
-                "--trusted-node-accounts: {t:?} is not of the form namespace/serviceaccount"
-            );
+            let ok = t.split_once('/').is_some_and(|(ns, sa)| !ns.is_empty() && !sa.is_empty() && !sa.contains('/'));
+            anyhow::ensure!(ok, "--trusted-node-accounts: {t:?} is not of the form namespace/serviceaccount");
         }
         let cfg = ServeConfig {
             ca_dir: self.ca_dir.or(file.ca_dir).unwrap_or(d.ca_dir),
             data_dir: self.data_dir.or(file.data_dir).unwrap_or(d.data_dir),
-            trust_domain: self
-                .trust_domain
-                .or(file.trust_domain)
-                .unwrap_or(d.trust_domain),
+            trust_domain: self.trust_domain.or(file.trust_domain).unwrap_or(d.trust_domain),
             grpc_addr: self.grpc_addr.or(file.grpc_addr).unwrap_or(d.grpc_addr),
             http_addr: self.http_addr.or(file.http_addr).unwrap_or(d.http_addr),
             plaintext: self.plaintext.or(file.plaintext).unwrap_or(d.plaintext),
-            serving_dns: self
-                .serving_dns
-                .or(file.serving_dns)
-                .unwrap_or(d.serving_dns),
-            default_ttl: self
-                .default_ttl
-                .or(file_dur(file.default_ttl, "default_ttl")?)
-                .unwrap_or(d.default_ttl),
-            max_ttl: self
-                .max_ttl
-                .or(file_dur(file.max_ttl, "max_ttl")?)
-                .unwrap_or(d.max_ttl),
+            serving_dns: self.serving_dns.or(file.serving_dns).unwrap_or(d.serving_dns),
+            default_ttl: self.default_ttl.or(file_dur(file.default_ttl, "default_ttl")?).unwrap_or(d.default_ttl),
+            max_ttl: self.max_ttl.or(file_dur(file.max_ttl, "max_ttl")?).unwrap_or(d.max_ttl),
             jwt_issuers,
-            token_audience: self
-                .token_audience
-                .or(file.token_audience)
-                .unwrap_or(d.token_audience),
+            token_audience: self.token_audience.or(file.token_audience).unwrap_or(d.token_audience),
             trusted_node_accounts: trusted,
-            self_signed_key: self
-                .self_signed_key
-                .or(file.self_signed_key)
-                .unwrap_or(d.self_signed_key),
+            self_signed_key: self.self_signed_key.or(file.self_signed_key).unwrap_or(d.self_signed_key),
             ..d
         };
-        meshca_pki::SpiffeId::new(&cfg.trust_domain, "ns", "sa")
-            .map_err(|e| anyhow::anyhow!("--trust-domain: {e}"))?;
+        meshca_pki::SpiffeId::new(&cfg.trust_domain, "ns", "sa").map_err(|e| anyhow::anyhow!("--trust-domain: {e}"))?;
         anyhow::ensure!(
             cfg.default_ttl <= cfg.max_ttl,
             "--default-ttl ({:?}) is longer than --max-ttl ({:?})",
@@ -185,9 +155,7 @@ impl ServeArgs {
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let cfg = args.resolve()?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(meshca_ca::server::run(cfg, shutdown_signal()))
 }
 

@@ -35,22 +35,9 @@ enum TokenCommand {
 
 pub fn run(args: TokenArgs) -> anyhow::Result<()> {
     match args.command {
-        TokenCommand::Create {
-            data_dir,
-            ns,
-            sa,
-            ttl,
-            audience,
-        } => {
+        TokenCommand::Create { data_dir, ns, sa, ttl, audience } => {
             let key = meshca_ca::tokens::load_or_create_key(&data_dir)?;
-            let token = meshca_ca::tokens::mint(
-                &key,
-                &ns,
-                &sa,
-                &audience,
-                ttl,
-                std::time::SystemTime::now(),
-            )?;
+            let token = meshca_ca::tokens::mint(&key, &ns, &sa, &audience, ttl, std::time::SystemTime::now())?;
             println!("{token}");
             Ok(())
         }

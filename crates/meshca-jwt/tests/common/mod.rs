@@ -37,9 +37,7 @@ pub fn claims() -> Value {
 }
 
 pub fn keyset(keys: &[&SigningKey]) -> KeySet {
-    let jwks = Jwks {
-        keys: keys.iter().map(|k| k.public_jwk()).collect(),
-    };
+    let jwks = Jwks { keys: keys.iter().map(|k| k.public_jwk()).collect() };
     KeySet::from_jwks(&jwks).expect("valid key set")
 }
 
@@ -53,12 +51,7 @@ pub fn unb64(s: &str) -> Vec<u8> {
 
 /// Assembles a token from arbitrary parts.
 pub fn assemble(header: &Value, payload: &Value, signature: &[u8]) -> String {
-    format!(
-        "{}.{}.{}",
-        b64(header.to_string().as_bytes()),
-        b64(payload.to_string().as_bytes()),
-        b64(signature)
-    )
+    format!("{}.{}.{}", b64(header.to_string().as_bytes()), b64(payload.to_string().as_bytes()), b64(signature))
 }
 
 /// Splits a token into its three base64url parts.

@@ -25,13 +25,7 @@ pub const ROOTS_FILE: &str = "root-cert.pem";
 /// The current time rounded down to a whole second, so that certificate
 /// times (whole seconds) can be compared for equality.
 pub fn now_s() -> SystemTime {
-    UNIX_EPOCH
-        + Duration::from_secs(
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap()
-                .as_secs(),
-        )
+    UNIX_EPOCH + Duration::from_secs(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs())
 }
 
 pub fn unix(t: SystemTime) -> i64 {
@@ -60,11 +54,7 @@ pub fn openssl_run(dir: &Path, args: &[&str]) -> Run {
 /// Run openssl and return stdout; panics (with stderr) if it fails.
 pub fn openssl(dir: &Path, args: &[&str]) -> String {
     let r = openssl_run(dir, args);
-    assert!(
-        r.ok,
-        "openssl {args:?} failed:\nstdout: {}\nstderr: {}",
-        r.stdout, r.stderr
-    );
+    assert!(r.ok, "openssl {args:?} failed:\nstdout: {}\nstderr: {}", r.stdout, r.stderr);
     r.stdout
 }
 
@@ -84,12 +74,7 @@ pub fn read(dir: &Path, name: &str) -> String {
 
 /// `openssl verify -CAfile roots -untrusted chain leaf` (optionally at a
 /// given unix time). Returns whether openssl printed "<leaf>: OK".
-pub fn openssl_verify(
-    dir: &Path,
-    roots_pem: &str,
-    untrusted_pem: Option<&str>,
-    leaf_pem: &str,
-) -> Run {
+pub fn openssl_verify(dir: &Path, roots_pem: &str, untrusted_pem: Option<&str>, leaf_pem: &str) -> Run {
     openssl_verify_at(dir, roots_pem, untrusted_pem, leaf_pem, None)
 }
 
@@ -113,25 +98,13 @@ pub fn openssl_verify_at(
     }
     args.push("v-leaf.pem");
     let r = openssl_run(dir, &args);
-    Run {
-        ok: r.ok && r.stdout.trim() == "v-leaf.pem: OK",
-        ..r
-    }
+    Run { ok: r.ok && r.stdout.trim() == "v-leaf.pem: OK", ..r }
 }
 
 /// Assert that openssl accepts the chain.
-pub fn assert_openssl_verifies(
-    dir: &Path,
-    roots_pem: &str,
-    untrusted_pem: Option<&str>,
-    leaf_pem: &str,
-) {
+pub fn assert_openssl_verifies(dir: &Path, roots_pem: &str, untrusted_pem: Option<&str>, leaf_pem: &str) {
     let r = openssl_verify(dir, roots_pem, untrusted_pem, leaf_pem);
-    assert!(
-        r.ok,
-        "openssl verify failed:\nstdout: {}\nstderr: {}",
-        r.stdout, r.stderr
-    );
+    assert!(r.ok, "openssl verify failed:\nstdout: {}\nstderr: {}", r.stdout, r.stderr);
 }
 
 /// `openssl x509 -noout <args>` on one PEM certificate.
@@ -167,15 +140,8 @@ pub fn clone_key(key: &PrivateKey) -> PrivateKey {
 }
 
 /// An intermediate signed by `parent`.
-pub fn intermediate(
-    cn: &str,
-    key: KeyKind,
-    parent: &NewAuthority,
-    now: SystemTime,
-    ttl: Duration,
-) -> NewAuthority {
-    authority::new_intermediate(&opts(cn, key, ttl, Some(0)), &signer_of(parent), now)
-        .expect("new intermediate")
+pub fn intermediate(cn: &str, key: KeyKind, parent: &NewAuthority, now: SystemTime, ttl: Duration) -> NewAuthority {
+    authority::new_intermediate(&opts(cn, key, ttl, Some(0)), &signer_of(parent), now).expect("new intermediate")
 }
 
 /// A root (made an hour ago, valid ten years) and an intermediate with
@@ -204,38 +170,21 @@ pub fn material(
     now: SystemTime,
 ) -> Result<CaMaterial, MaterialError> {
     let input = MaterialInput {
-        cert: Part {
-            name: CERT_FILE,
-            pem: cert.as_bytes(),
-        },
-        key: Part {
-            name: KEY_FILE,
-            pem: key.as_bytes(),
-        },
-        chain: chain.map(|c| Part {
-            name: CHAIN_FILE,
-            pem: c.as_bytes(),
-        }),
-        roots: Part {
-            name: ROOTS_FILE,
-            pem: roots.as_bytes(),
-        },
+        cert: Part { name: CERT_FILE, pem: cert.as_bytes() },
+        key: Part { name: KEY_FILE, pem: key.as_bytes() },
+        chain: chain.map(|c| Part { name: CHAIN_FILE, pem: c.as_bytes() }),
+        roots: Part { name: ROOTS_FILE, pem: roots.as_bytes() },
     };
     CaMaterial::from_input(&input, now)
 }
 
 /// The usual plug-in set for an intermediate under a root.
 pub fn material_for(int: &NewAuthority, roots_pem: &str, now: SystemTime) -> CaMaterial {
-    material(&pem(int), &key_pem(int), Some(&pem(int)), roots_pem, now)
-        .expect("CA material accepted")
+    material(&pem(int), &key_pem(int), Some(&pem(int)), roots_pem, now).expect("CA material accepted")
 }
 
 pub fn profile(uri: &str, ttl: Duration) -> LeafProfile {
-    LeafProfile {
-        uris: vec![uri.to_string()],
-        dns_names: vec![],
-        ttl,
-    }
+    LeafProfile { uris: vec![uri.to_string()], dns_names: vec![], ttl }
 }
 
 /// A fresh workload key and its SubjectPublicKeyInfo.
@@ -248,10 +197,7 @@ pub fn workload_key(kind: KeyKind) -> (PrivateKey, Vec<u8>) {
 /// Issue a leaf for a fresh P-256 key.
 pub fn issue(signer: &Signer, ttl: Duration, now: SystemTime) -> Vec<u8> {
     let (_k, spki) = workload_key(KeyKind::EcP256);
-    signer
-        .sign_leaf(&spki, &profile(ID, ttl), now)
-        .expect("sign leaf")
-        .to_vec()
+    signer.sign_leaf(&spki, &profile(ID, ttl), now).expect("sign leaf").to_vec()
 }
 
 pub fn parse(der: &[u8]) -> x509_parser::certificate::X509Certificate<'_> {
@@ -261,19 +207,12 @@ pub fn parse(der: &[u8]) -> x509_parser::certificate::X509Certificate<'_> {
 }
 
 pub fn pem_to_ders(pem: &str) -> Vec<Vec<u8>> {
-    meshca_pki::pem::parse_certs(pem.as_bytes())
-        .expect("PEM certificates")
-        .into_iter()
-        .map(|c| c.to_vec())
-        .collect()
+    meshca_pki::pem::parse_certs(pem.as_bytes()).expect("PEM certificates").into_iter().map(|c| c.to_vec()).collect()
 }
 
 /// Lines of a text with leading/trailing blanks trimmed, empty lines dropped.
 pub fn lines(s: &str) -> Vec<String> {
-    s.lines()
-        .map(|l| l.trim().to_string())
-        .filter(|l| !l.is_empty())
-        .collect()
+    s.lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect()
 }
 
 /// An openssl config for CA certificates: PrintableString subjects
@@ -305,18 +244,7 @@ keyUsage = critical, digitalSignature, cRLSign
 pub fn openssl_root_and_intermediate(dir: &Path, root_subj: &str, int_subj: &str, int_ext: &str) {
     write(dir, "ca.cnf", OPENSSL_CA_CNF);
     for k in ["root.key", "int.key"] {
-        openssl(
-            dir,
-            &[
-                "genpkey",
-                "-algorithm",
-                "EC",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-out",
-                k,
-            ],
-        );
+        openssl(dir, &["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", k]);
     }
     openssl(
         dir,
@@ -343,10 +271,7 @@ pub fn openssl_root_and_intermediate(dir: &Path, root_subj: &str, int_subj: &str
     );
     openssl(
         dir,
-        &[
-            "req", "-config", "ca.cnf", "-new", "-key", "int.key", "-subj", int_subj, "-sha256",
-            "-out", "int.csr",
-        ],
+        &["req", "-config", "ca.cnf", "-new", "-key", "int.key", "-subj", int_subj, "-sha256", "-out", "int.csr"],
     );
     openssl(
         dir,

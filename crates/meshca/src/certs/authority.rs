@@ -97,12 +97,7 @@ pub(crate) fn run_root(args: RootArgs) -> anyhow::Result<()> {
         Output::secret(key_path.clone(), key_pem.as_bytes()),
         Output::public(cert_path.clone(), cert_pem.as_bytes()),
     ])?;
-    println!(
-        "wrote {} and {} ({})",
-        cert_path.display(),
-        key_path.display(),
-        root.key.description()
-    );
+    println!("wrote {} and {} ({})", cert_path.display(), key_path.display(), root.key.description());
     println!("{}", meshca_pki::inspect::istiod_line(&root.cert)?);
     Ok(())
 }
@@ -116,25 +111,10 @@ fn load_root(dir: &Path, now: SystemTime) -> anyhow::Result<CaMaterial> {
     let key_pem = files::read(&key_path)?;
     let cert_name = cert_path.display().to_string();
     let key_name = key_path.display().to_string();
-    let cert = Part {
-        name: &cert_name,
-        pem: &cert_pem,
-    };
-    let input = MaterialInput {
-        cert,
-        key: Part {
-            name: &key_name,
-            pem: &key_pem,
-        },
-        chain: None,
-        roots: cert,
-    };
-    CaMaterial::from_input(&input, now).with_context(|| {
-        format!(
-            "the root CA in {} cannot sign an intermediate; nothing was written",
-            dir.display()
-        )
-    })
+    let cert = Part { name: &cert_name, pem: &cert_pem };
+    let input = MaterialInput { cert, key: Part { name: &key_name, pem: &key_pem }, chain: None, roots: cert };
+    CaMaterial::from_input(&input, now)
+        .with_context(|| format!("the root CA in {} cannot sign an intermediate; nothing was written", dir.display()))
 }
 
 pub(crate) fn run_intermediate(args: IntermediateArgs) -> anyhow::Result<()> {
@@ -146,10 +126,7 @@ pub(crate) fn run_intermediate(args: IntermediateArgs) -> anyhow::Result<()> {
     let ca_key_path = args.out.join("ca-key.pem");
     let chain_path = args.out.join("cert-chain.pem");
     let roots_path = args.out.join("root-cert.pem");
-    files::refuse_existing(
-        &[&ca_cert_path, &ca_key_path, &chain_path, &roots_path],
-        args.force,
-    )?;
+    files::refuse_existing(&[&ca_cert_path, &ca_key_path, &chain_path, &roots_path], args.force)?;
 
     let root = load_root(&args.root, now)?;
     let root_info = meshca_pki::inspect::cert_info(root.signer().cert())?;
@@ -169,8 +146,7 @@ pub(crate) fn run_intermediate(args: IntermediateArgs) -> anyhow::Result<()> {
         key: args.key,
         path_len: Some(0),
     };
-    let inter =
-        new_intermediate(&opts, root.signer(), now).context("signing the intermediate CA")?;
+    let inter = new_intermediate(&opts, root.signer(), now).context("signing the intermediate CA")?;
     let ca_cert_pem = cert_to_pem(&inter.cert);
     let ca_key_pem = inter.key.to_pkcs8_pem();
     // Istio's makefile: cert-chain.pem = ca-cert.pem + root-cert.pem.
@@ -178,25 +154,12 @@ pub(crate) fn run_intermediate(args: IntermediateArgs) -> anyhow::Result<()> {
     let roots_pem = certs_to_pem(root.roots());
 
     // Check the set exactly as `meshca serve` will load it, before writing anything.
-    let names =
-        [&ca_cert_path, &ca_key_path, &chain_path, &roots_path].map(|p| p.display().to_string());
+    let names = [&ca_cert_path, &ca_key_path, &chain_path, &roots_path].map(|p| p.display().to_string());
     let input = MaterialInput {
-        cert: Part {
-            name: &names[0],
-            pem: ca_cert_pem.as_bytes(),
-        },
-        key: Part {
-            name: &names[1],
-            pem: ca_key_pem.as_bytes(),
-        },
-        chain: Some(Part {
-            name: &names[2],
-            pem: chain_pem.as_bytes(),
-        }),
-        roots: Part {
-            name: &names[3],
-            pem: roots_pem.as_bytes(),
-        },
+        cert: Part { name: &names[0], pem: ca_cert_pem.as_bytes() },
+        key: Part { name: &names[1], pem: ca_key_pem.as_bytes() },
+        chain: Some(Part { name: &names[2], pem: chain_pem.as_bytes() }),
+        roots: Part { name: &names[3], pem: roots_pem.as_bytes() },
     };
     CaMaterial::from_input(&input, now).with_context(|| {
         format!(
@@ -213,10 +176,7 @@ pub(crate) fn run_intermediate(args: IntermediateArgs) -> anyhow::Result<()> {
         Output::public(roots_path.clone(), roots_pem.as_bytes()),
     ])?;
 
-    if now
-        .checked_add(args.ttl)
-        .is_none_or(|t| t > root.signer().not_after())
-    {
+    if now.checked_add(args.ttl).is_none_or(|t| t > root.signer().not_after()) {
         eprintln!(
             "note: the requested --ttl reaches past the root's NotAfter; the intermediate expires with the root at {}",
             fmt_time(root.signer().not_after())

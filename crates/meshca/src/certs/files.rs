@@ -13,8 +13,7 @@ const MAX_NOT_AFTER_UNIX: u64 = 253_402_300_799;
 
 /// Parse a `--ttl` such as `87600h`, `90d` or `1y 6months` (humantime syntax).
 pub(super) fn parse_ttl(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s.trim())
-        .map_err(|e| format!("{e} (examples: 87600h, 365d, 90d 12h)"))?;
+    let d = humantime::parse_duration(s.trim()).map_err(|e| format!("{e} (examples: 87600h, 365d, 90d 12h)"))?;
     if d.is_zero() {
         return Err("the lifetime must be longer than zero".into());
     }
@@ -51,20 +50,14 @@ pub(super) fn refuse_existing(paths: &[&Path], force: bool) -> anyhow::Result<()
         return Ok(());
     }
     // symlink_metadata: a dangling symlink is in the way too.
-    let existing: Vec<String> = paths
-        .iter()
-        .filter(|p| std::fs::symlink_metadata(p).is_ok())
-        .map(|p| p.display().to_string())
-        .collect();
+    let existing: Vec<String> =
+        paths.iter().filter(|p| std::fs::symlink_metadata(p).is_ok()).map(|p| p.display().to_string()).collect();
     match existing.as_slice() {
         [] => Ok(()),
         [one] => {
             bail!("{one} already exists; refusing to overwrite it (pass --force to replace it)")
         }
-        many => bail!(
-            "{} already exist; refusing to overwrite them (pass --force to replace them)",
-            many.join(", ")
-        ),
+        many => bail!("{} already exist; refusing to overwrite them (pass --force to replace them)", many.join(", ")),
     }
 }
 
@@ -74,8 +67,7 @@ pub(super) fn prepare_dir(dir: &Path) -> anyhow::Result<()> {
     if dir.exists() && !dir.is_dir() {
         bail!("{} exists and is not a directory", dir.display());
     }
-    fsutil::ensure_private_dir(dir)
-        .with_context(|| format!("cannot create directory {}", dir.display()))
+    fsutil::ensure_private_dir(dir).with_context(|| format!("cannot create directory {}", dir.display()))
 }
 
 /// One file to write.
@@ -88,29 +80,18 @@ pub(super) struct Output<'a> {
 
 impl<'a> Output<'a> {
     pub fn public(path: PathBuf, bytes: &'a [u8]) -> Self {
-        Self {
-            path,
-            bytes,
-            secret: false,
-        }
+        Self { path, bytes, secret: false }
     }
     pub fn secret(path: PathBuf, bytes: &'a [u8]) -> Self {
-        Self {
-            path,
-            bytes,
-            secret: true,
-        }
+        Self { path, bytes, secret: true }
     }
 }
 
 /// Write every output atomically, in order; the error names the file.
 pub(super) fn write_all(outputs: &[Output<'_>]) -> anyhow::Result<()> {
     for o in outputs {
-        let written = if o.secret {
-            fsutil::write_secret(&o.path, o.bytes)
-        } else {
-            fsutil::write_public(&o.path, o.bytes)
-        };
+        let written =
+            if o.secret { fsutil::write_secret(&o.path, o.bytes) } else { fsutil::write_public(&o.path, o.bytes) };
         written.with_context(|| format!("cannot write {}", o.path.display()))?;
     }
     Ok(())

@@ -57,25 +57,14 @@ pub(crate) fn run(args: InspectArgs) -> anyhow::Result<()> {
             let what = || format!("{file}: certificate #{}", index + 1);
             let line = istiod_line(&der).with_context(what)?;
             let info = cert_info(&der).with_context(what)?;
-            certs.push(Parsed {
-                file: file.clone(),
-                index,
-                line,
-                info,
-            });
+            certs.push(Parsed { file: file.clone(), index, line, info });
         }
     }
     let mut out = String::new();
     match args.output {
         Format::Json => {
-            let json: Vec<JsonCert> = certs
-                .into_iter()
-                .map(|c| JsonCert {
-                    file: c.file,
-                    index: c.index,
-                    info: c.info,
-                })
-                .collect();
+            let json: Vec<JsonCert> =
+                certs.into_iter().map(|c| JsonCert { file: c.file, index: c.index, info: c.info }).collect();
             out = serde_json::to_string_pretty(&json)?;
             out.push('\n');
         }
@@ -108,9 +97,7 @@ fn print_stdout(s: &str) -> anyhow::Result<()> {
     use std::io::Write as _;
     let mut stdout = std::io::stdout().lock();
     match stdout.write_all(s.as_bytes()).and_then(|()| stdout.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            Err(anyhow::Error::new(e).context("writing to stdout"))
-        }
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(anyhow::Error::new(e).context("writing to stdout")),
         _ => Ok(()),
     }
 }
@@ -145,54 +132,31 @@ fn details(info: &CertInfo, now: i64) -> Vec<String> {
         out.push(format!("SPIFFE ID: {id}"));
     }
     out.push(format!("Key usage: {}", list(&info.key_usage)));
-    out.push(format!(
-        "Extended key usage: {}",
-        list(&info.extended_key_usage)
-    ));
+    out.push(format!("Extended key usage: {}", list(&info.extended_key_usage)));
     if info.is_ca {
-        let path_len = info
-            .path_len
-            .map_or_else(|| "unlimited".to_string(), |n| n.to_string());
+        let path_len = info.path_len.map_or_else(|| "unlimited".to_string(), |n| n.to_string());
         out.push(format!("CA: true, path length: {path_len}"));
     } else {
         out.push("CA: false".into());
     }
     out.push(format!("Key: {}", info.key));
-    out.push(format!(
-        "SHA-256 fingerprint: {}",
-        colon_hex(&info.sha256_fingerprint)
-    ));
-    out.push(format!(
-        "Validity: {} to {} ({})",
-        info.not_before,
-        info.not_after,
-        validity(info, now)
-    ));
-    out.push(format!(
-        "Self-signed: {}",
-        if info.self_signed { "yes" } else { "no" }
-    ));
+    out.push(format!("SHA-256 fingerprint: {}", colon_hex(&info.sha256_fingerprint)));
+    out.push(format!("Validity: {} to {} ({})", info.not_before, info.not_after, validity(info, now)));
+    out.push(format!("Self-signed: {}", if info.self_signed { "yes" } else { "no" }));
     out
 }
 
 /// `ab12...` as `AB:12:...`, the way `openssl x509 -fingerprint` prints it.
 fn colon_hex(hex: &str) -> String {
     let upper = hex.to_ascii_uppercase();
-    let pairs: Vec<&str> = upper
-        .as_bytes()
-        .chunks(2)
-        .map(|c| std::str::from_utf8(c).unwrap_or("??"))
-        .collect();
+    let pairs: Vec<&str> = upper.as_bytes().chunks(2).map(|c| std::str::from_utf8(c).unwrap_or("??")).collect();
     pairs.join(":")
 }
 
 fn validity(info: &CertInfo, now: i64) -> String {
     const DAY: i64 = 86_400;
     if now < info.not_before_unix {
-        format!(
-            "not yet valid, starts in {}",
-            days(info.not_before_unix - now)
-        )
+        format!("not yet valid, starts in {}", days(info.not_before_unix - now))
     } else if now >= info.not_after_unix {
         format!("EXPIRED {} ago", days(now - info.not_after_unix))
     } else {
