@@ -26,6 +26,10 @@ pub struct ServeConfig {
     pub self_signed_ttl: Duration,
     /// Lifetime of the gRPC serving certificate (renewed at half-life).
     pub serving_ttl: Duration,
+    /// Accept a new root bundle that shares no root with the current one.
+    pub allow_root_replace: bool,
+    /// Poll of the plug-in directory backing up file-change events.
+    pub reload_poll_interval: Duration,
 }
 
 impl Default for ServeConfig {
@@ -46,6 +50,8 @@ impl Default for ServeConfig {
             self_signed_key: KeyKind::EcP256,
             self_signed_ttl: Duration::from_secs(10 * 365 * 24 * 3600),
             serving_ttl: Duration::from_secs(24 * 3600),
+            allow_root_replace: false,
+            reload_poll_interval: Duration::from_secs(30),
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod config;
 pub mod fsutil;
 pub mod http;
 pub mod metrics;
+pub mod reload;
 pub mod server;
 pub mod service;
 pub mod source;

@@ -124,6 +124,17 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()> + Send + '
     tracing::info!("spiffe  Added {roots} certs to trust domain {} in peer cert verifier", cfg.trust_domain);
 
     let metrics = Arc::new(Metrics::default());
+    crate::reload::spawn(crate::reload::Reloader::new(
+        active.clone(),
+        metrics.clone(),
+        clock.clone(),
+        crate::reload::ReloadOptions {
+            ca_dir: cfg.ca_dir.clone(),
+            trust_domain: cfg.trust_domain.clone(),
+            allow_root_replace: cfg.allow_root_replace,
+            poll_interval: cfg.reload_poll_interval,
+        },
+    ))?;
     let audit_path = cfg.data_dir.join("audit.jsonl");
     let audit =
         AuditLog::open(&audit_path, metrics.clone()).with_context(|| format!("opening {}", audit_path.display()))?;

@@ -135,17 +135,14 @@ pub fn validate_der(der: &[u8], identity: &str, policy: &CsrPolicy) -> Result<Va
                         }
                     }
                 }
-                ParsedExtension::BasicConstraints(bc) => {
-                    if bc.ca {
-                        return Err(CsrError::CaRequested);
-                    }
+                ParsedExtension::BasicConstraints(bc) if bc.ca => return Err(CsrError::CaRequested),
+                ParsedExtension::KeyUsage(ku) if ku.key_cert_sign() || ku.crl_sign() => {
+                    return Err(CsrError::CaRequested)
                 }
-                ParsedExtension::KeyUsage(ku) => {
-                    if ku.key_cert_sign() || ku.crl_sign() {
-                        return Err(CsrError::CaRequested);
-                    }
-                }
-                ParsedExtension::ExtendedKeyUsage(_) | ParsedExtension::SubjectKeyIdentifier(_) => {}
+                ParsedExtension::BasicConstraints(_)
+                | ParsedExtension::KeyUsage(_)
+                | ParsedExtension::ExtendedKeyUsage(_)
+                | ParsedExtension::SubjectKeyIdentifier(_) => {}
                 _ if ext.critical => return Err(CsrError::UnknownCriticalExtension(ext.oid.to_id_string())),
                 _ => {}
             }

@@ -61,6 +61,12 @@ pub struct ServeArgs {
     /// Log format: text or json [default: text]
     #[arg(long, env = "MESHCA_LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// Accept a plug-in root bundle that shares no root with the current one (cuts off existing workloads)
+    #[arg(long, env = "MESHCA_ALLOW_ROOT_REPLACE", num_args = 0..=1, default_missing_value = "true")]
+    pub allow_root_replace: Option<bool>,
+    /// How often the plug-in directory is polled, in addition to file-change events [default: 30s]
+    #[arg(long, env = "MESHCA_RELOAD_POLL_INTERVAL", value_parser = duration)]
+    pub reload_poll_interval: Option<Duration>,
 }
 
 /// The TOML file: the same keys as the flags.
@@ -81,6 +87,8 @@ struct FileConfig {
     trusted_node_accounts: Option<Vec<String>>,
     self_signed_key: Option<KeyKind>,
     log_format: Option<String>,
+    allow_root_replace: Option<bool>,
+    reload_poll_interval: Option<String>,
 }
 
 impl ServeArgs {
@@ -140,6 +148,11 @@ impl ServeArgs {
             token_audience: self.token_audience.or(file.token_audience).unwrap_or(d.token_audience),
             trusted_node_accounts: trusted,
             self_signed_key: self.self_signed_key.or(file.self_signed_key).unwrap_or(d.self_signed_key),
+            allow_root_replace: self.allow_root_replace.or(file.allow_root_replace).unwrap_or(d.allow_root_replace),
+            reload_poll_interval: self
+                .reload_poll_interval
+                .or(file_dur(file.reload_poll_interval, "reload_poll_interval")?)
+                .unwrap_or(d.reload_poll_interval),
             ..d
         };
         meshca_pki::SpiffeId::new(&cfg.trust_domain, "ns", "sa").map_err(|e| anyhow::anyhow!("--trust-domain: {e}"))?;

@@ -14,7 +14,7 @@ use std::time::SystemTime;
 enum Format {
     /// istiod's log line per certificate.
     Text,
-    /// A JSON array with one object per certificate.
+    /// A JSON array: one object per certificate, with its file and index (from 0).
     Json,
 }
 
