@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod certs;
+mod request;
 mod serve;
 mod token;
 
@@ -23,6 +24,8 @@ enum Command {
     Certs(certs::CertsArgs),
     /// Service-account tokens signed by the CA's own token key.
     Token(token::TokenArgs),
+    /// Get a workload certificate from a running CA and write it to a directory.
+    Request(request::RequestArgs),
 }
 
 fn init_logging(format: &str) -> anyhow::Result<()> {
@@ -43,6 +46,7 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => args.log_format().and_then(|f| init_logging(&f)).and_then(|()| serve::run(*args)),
         Command::Certs(args) => certs::run(args),
         Command::Token(args) => token::run(args),
+        Command::Request(args) => request::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
