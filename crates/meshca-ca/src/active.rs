@@ -15,6 +15,8 @@ use std::time::SystemTime;
 pub enum SourceKind {
     Plugged,
     SelfSigned,
+    /// Vault/OpenBao, either mode.
+    Vault,
 }
 
 /// One generation of CA material.

@@ -68,10 +68,65 @@ fn overlaps(a: &[CertDer], b: &[CertDer]) -> bool {
     a.iter().any(|x| b.contains(x))
 }
 
+/// Validated material goes through here on its way in, whatever its source:
+/// unchanged sets are ignored, root bundles that would cut workloads off are
+/// refused, everything else is swapped in atomically and logged.
+#[derive(Clone)]
+pub struct Swapper {
+    pub active: Arc<ActiveCa>,
+    pub metrics: Arc<Metrics>,
+    pub clock: SharedClock,
+    pub trust_domain: String,
+    pub allow_root_replace: bool,
+}
+
+impl Swapper {
+    /// Record a refused set; the current material stays active.
+    pub fn refuse(&self, msg: String) -> Outcome {
+        self.metrics.reload_failures.fetch_add(1, Ordering::Relaxed);
+        tracing::error!("CA material reload refused, the current material stays active: {msg}");
+        self.active.reload_failed(msg.clone(), self.clock.now());
+        Outcome::Refused(msg)
+    }
+
+    /// Offer validated `material` from `source` at `location`. `bundle_name`
+    /// names the root bundle (file or path) in messages.
+    pub fn offer(&self, material: CaMaterial, source: SourceKind, location: PathBuf, bundle_name: &str) -> Outcome {
+        let current = self.active.load();
+        let old = &current.material;
+        if current.source == source
+            && material.signer().cert() == old.signer().cert()
+            && material.chain() == old.chain()
+            && same_set(material.roots(), old.roots())
+        {
+            return Outcome::Unchanged;
+        }
+        let bundle_changed = !same_set(material.roots(), old.roots());
+        if bundle_changed && !overlaps(material.roots(), old.roots()) && !self.allow_root_replace {
+            return self.refuse(format!(
+                "{bundle_name}: the new root bundle shares no root with the current one, so every workload holding a \
+                 certificate from the current root would be cut off. Rotate in three steps: (1) put a bundle with \
+                 both the old and the new roots in root-cert.pem, keeping the old signing certificate; (2) once every \
+                 workload trusts both, switch ca-cert.pem/ca-key.pem/cert-chain.pem to the new intermediate; (3) once \
+                 every workload has renewed, remove the old root. Start meshca with --allow-root-replace to skip this check"
+            ));
+        }
+        let roots = material.roots().len();
+        let snapshot = self.active.replace(material, source, location, self.clock.now());
+        self.metrics.reloads.fetch_add(1, Ordering::Relaxed);
+        tracing::info!("Istiod has detected the newly added intermediate CA and updated its key and certs accordingly");
+        log_material(&snapshot.material);
+        if bundle_changed {
+            tracing::info!("spiffe  Added {roots} certs to trust domain {} in peer cert verifier", self.trust_domain);
+        }
+        tracing::info!(generation = snapshot.generation, "meshca certificates are reloaded");
+        Outcome::Swapped { bundle_changed }
+    }
+}
+
+/// Reloads the plug-in directory.
 pub struct Reloader {
-    active: Arc<ActiveCa>,
-    metrics: Arc<Metrics>,
-    clock: SharedClock,
+    swapper: Swapper,
     opts: ReloadOptions,
     last_fingerprint: Option<Vec<u8>>,
 }
@@ -79,14 +134,14 @@ pub struct Reloader {
 impl Reloader {
     pub fn new(active: Arc<ActiveCa>, metrics: Arc<Metrics>, clock: SharedClock, opts: ReloadOptions) -> Self {
         let last_fingerprint = Some(fingerprint(&opts.ca_dir));
-        Self { active, metrics, clock, opts, last_fingerprint }
-    }
-
-    fn refuse(&self, msg: String) -> Outcome {
-        self.metrics.reload_failures.fetch_add(1, Ordering::Relaxed);
-        tracing::error!("CA material reload refused, the current material stays active: {msg}");
-        self.active.reload_failed(msg.clone(), self.clock.now());
-        Outcome::Refused(msg)
+        let swapper = Swapper {
+            active,
+            metrics,
+            clock,
+            trust_domain: opts.trust_domain.clone(),
+            allow_root_replace: opts.allow_root_replace,
+        };
+        Self { swapper, opts, last_fingerprint }
     }
 
     /// Check the directory and swap in its material if it is new and valid.
@@ -100,12 +155,12 @@ impl Reloader {
         let layout = match source::detect(dir) {
             Ok(Some(l)) => l,
             Ok(None) => {
-                if self.active.load().source == SourceKind::Plugged {
+                if self.swapper.active.load().source == SourceKind::Plugged {
                     tracing::warn!(dir = %dir.display(), "plug-in CA files are gone; keeping the current material");
                 }
                 return Outcome::NothingPlugged;
             }
-            Err(e) => return self.refuse(e.to_string()),
+            Err(e) => return self.swapper.refuse(e.to_string()),
         };
         tracing::info!("Update meshca cacerts");
         tracing::info!(
@@ -115,52 +170,15 @@ impl Reloader {
                 Layout::KubernetesTls => "Using kubernetes.io/tls secret format for signing ca files",
             }
         );
-        let now = self.clock.now();
-        let material = match source::load_plugged(dir, layout, now) {
+        let material = match source::load_plugged(dir, layout, self.swapper.clock.now()) {
             Ok(m) => m,
-            Err(e) => return self.refuse(e.to_string()),
+            Err(e) => return self.swapper.refuse(e.to_string()),
         };
-        let current = self.active.load();
-        let old = &current.material;
-        if current.source == SourceKind::Plugged
-            && material.signer().cert() == old.signer().cert()
-            && material.chain() == old.chain()
-            && same_set(material.roots(), old.roots())
-        {
-            return Outcome::Unchanged;
-        }
-        let bundle_changed = !same_set(material.roots(), old.roots());
-        if bundle_changed && !overlaps(material.roots(), old.roots()) && !self.opts.allow_root_replace {
-            return self.refuse(format!(
-                "{}: the new root bundle shares no root with the current one, so every workload holding a \
-                 certificate from the current root would be cut off. Rotate in three steps: (1) put a bundle with \
-                 both the old and the new roots in root-cert.pem, keeping the old signing certificate; (2) once every \
-                 workload trusts both, switch ca-cert.pem/ca-key.pem/cert-chain.pem to the new intermediate; (3) once \
-                 every workload has renewed, remove the old root. Start meshca with --allow-root-replace to skip this check",
-                dir.join(match layout {
-                    Layout::Istio => "root-cert.pem",
-                    Layout::KubernetesTls => "ca.crt",
-                })
-                .display()
-            ));
-        }
-        self.swap(material, bundle_changed);
-        Outcome::Swapped { bundle_changed }
-    }
-
-    fn swap(&self, material: CaMaterial, bundle_changed: bool) {
-        let roots = material.roots().len();
-        let snapshot = self.active.replace(material, SourceKind::Plugged, self.opts.ca_dir.clone(), self.clock.now());
-        self.metrics.reloads.fetch_add(1, Ordering::Relaxed);
-        tracing::info!("Istiod has detected the newly added intermediate CA and updated its key and certs accordingly");
-        log_material(&snapshot.material);
-        if bundle_changed {
-            tracing::info!(
-                "spiffe  Added {roots} certs to trust domain {} in peer cert verifier",
-                self.opts.trust_domain
-            );
-        }
-        tracing::info!(generation = snapshot.generation, "meshca certificates are reloaded");
+        let bundle = dir.join(match layout {
+            Layout::Istio => "root-cert.pem",
+            Layout::KubernetesTls => "ca.crt",
+        });
+        self.swapper.offer(material, SourceKind::Plugged, dir.clone(), &bundle.display().to_string())
     }
 }
 

@@ -100,6 +100,8 @@ pub fn validate_der(der: &[u8], identity: &str, policy: &CsrPolicy) -> Result<Va
     if !rest.is_empty() {
         return Err(CsrError::Parse("trailing data after the CSR".into()));
     }
+    let info = &csr.certification_request_info;
+    let key = check_key(&info.subject_pki, policy)?;
     let sig_oid = &csr.signature_algorithm.algorithm;
     let strong = [
         OID_PKCS1_SHA256WITHRSA,
@@ -113,8 +115,6 @@ pub fn validate_der(der: &[u8], identity: &str, policy: &CsrPolicy) -> Result<Va
     if !strong.contains(sig_oid) {
         return Err(CsrError::WeakSignature(sig_oid.to_id_string()));
     }
-    let info = &csr.certification_request_info;
-    let key = check_key(&info.subject_pki, policy)?;
     csr.verify_signature().map_err(|_| CsrError::BadSignature)?;
 
     let mut uri_sans = Vec::new();

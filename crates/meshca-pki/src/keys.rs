@@ -94,6 +94,10 @@ impl PrivateKey {
     /// Load the first private key block of a PEM text.
     pub fn from_pem(pem: &[u8]) -> Result<Self, KeyError> {
         let der = PrivateKeyDer::from_pem_slice(pem).map_err(|_| KeyError::NoKey)?;
+        // rcgen keeps the DER it was given and `to_pkcs8_pem` writes it back,
+        // so convert PKCS#1 and SEC1 keys to PKCS#8 first.
+        let pkcs8 = Zeroizing::new(to_pkcs8_der(&der)?);
+        let der = PrivateKeyDer::Pkcs8(rustls_pki_types::PrivatePkcs8KeyDer::from(pkcs8.as_slice()));
         let pair = KeyPair::try_from(&der).map_err(|_| KeyError::Unsupported)?;
         Ok(Self { pair })
     }
@@ -120,6 +124,29 @@ impl PrivateKey {
     pub(crate) fn into_key_pair(self) -> KeyPair {
         self.pair
     }
+}
+
+/// PKCS#8 DER of a PKCS#8, PKCS#1 (RSA) or SEC1 (P-256/P-384) private key.
+fn to_pkcs8_der(der: &PrivateKeyDer<'_>) -> Result<Vec<u8>, KeyError> {
+    use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der};
+    use aws_lc_rs::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_ASN1_SIGNING, ECDSA_P384_SHA384_ASN1_SIGNING};
+    let bad = |_| KeyError::Unsupported;
+    Ok(match der {
+        PrivateKeyDer::Pkcs8(k) => k.secret_pkcs8_der().to_vec(),
+        PrivateKeyDer::Pkcs1(k) => {
+            let kp = aws_lc_rs::rsa::KeyPair::from_der(k.secret_pkcs1_der()).map_err(|_| KeyError::Unsupported)?;
+            let doc: Pkcs8V1Der<'static> = kp.as_der().map_err(bad)?;
+            doc.as_ref().to_vec()
+        }
+        PrivateKeyDer::Sec1(k) => {
+            let sec1 = k.secret_sec1_der();
+            let kp = EcdsaKeyPair::from_private_key_der(&ECDSA_P256_SHA256_ASN1_SIGNING, sec1)
+                .or_else(|_| EcdsaKeyPair::from_private_key_der(&ECDSA_P384_SHA384_ASN1_SIGNING, sec1))
+                .map_err(|_| KeyError::Unsupported)?;
+            kp.to_pkcs8v1().map_err(bad)?.as_ref().to_vec()
+        }
+        _ => return Err(KeyError::Unsupported),
+    })
 }
 
 #[cfg(test)]

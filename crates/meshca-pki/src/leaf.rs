@@ -71,6 +71,8 @@ pub struct Issued {
 pub struct Signer {
     issuer: Issuer<'static, KeyPair>,
     cert: CertDer,
+    /// The CA's subject exactly as encoded, which every issued certificate's issuer must equal.
+    subject_raw: Vec<u8>,
     not_before: SystemTime,
     not_after: SystemTime,
 }
@@ -111,9 +113,10 @@ impl Signer {
             x509_parser::parse_x509_certificate(&cert).map_err(|e| SignerError::BadIssuer(e.to_string()))?;
         let not_before = to_system_time(&parsed.validity().not_before);
         let not_after = to_system_time(&parsed.validity().not_after);
+        let subject_raw = parsed.subject().as_raw().to_vec();
         let issuer =
             Issuer::from_ca_cert_der(&cert, key.into_key_pair()).map_err(|e| SignerError::BadIssuer(e.to_string()))?;
-        Ok(Self { issuer, cert, not_before, not_after })
+        Ok(Self { issuer, cert, subject_raw, not_before, not_after })
     }
 
     pub fn cert(&self) -> &CertDer {
@@ -172,14 +175,97 @@ impl Signer {
         params.subject_alt_names = sans;
         let key = RawSpki { spki, bits, alg };
         let cert = params.signed_by(&key, &self.issuer).map_err(|e| SignerError::Sign(e.to_string()))?;
-        Ok(Issued { cert: cert.der().clone(), serial_hex, not_after })
+        let cert = self.exact_issuer(cert.der())?;
+        Ok(Issued { cert, serial_hex, not_after })
     }
 
     /// Sign a subordinate CA certificate (used by `meshca certs intermediate`).
     pub fn sign_params(&self, params: &CertificateParams, key: &KeyPair) -> Result<CertDer, SignerError> {
         let cert = params.signed_by(key, &self.issuer).map_err(|e| SignerError::Sign(e.to_string()))?;
-        Ok(cert.der().clone())
+        self.exact_issuer(cert.der())
     }
+
+    /// rcgen rebuilds the issuer name from a map keyed by attribute type, so
+    /// repeated types (DC=..,DC=.., two OUs) collapse. When the issuer it
+    /// wrote differs from the CA's subject, put the CA's subject bytes in
+    /// and sign the TBSCertificate again.
+    fn exact_issuer(&self, cert: &[u8]) -> Result<CertDer, SignerError> {
+        let subject = self.subject_raw.as_slice();
+        let fail = || SignerError::Sign("could not re-encode the certificate".into());
+        let (cert_body, _) = der_content(cert, 0x30).ok_or_else(fail)?;
+        let tbs_len = der_len(cert_body).ok_or_else(fail)?;
+        let (tbs, rest) = cert_body.split_at(tbs_len);
+        let sig_alg = &rest[..der_len(rest).ok_or_else(fail)?];
+        let (tbs_body, _) = der_content(tbs, 0x30).ok_or_else(fail)?;
+        // version [0], serialNumber, signature, then issuer.
+        let mut at = 0;
+        if tbs_body.first() == Some(&0xa0) {
+            at += der_len(tbs_body).ok_or_else(fail)?;
+        }
+        for _ in 0..2 {
+            at += der_len(&tbs_body[at..]).ok_or_else(fail)?;
+        }
+        let issuer_len = der_len(&tbs_body[at..]).ok_or_else(fail)?;
+        if &tbs_body[at..at + issuer_len] == subject {
+            return Ok(CertDer::from(cert.to_vec()));
+        }
+        let mut body = tbs_body[..at].to_vec();
+        body.extend_from_slice(subject);
+        body.extend_from_slice(&tbs_body[at + issuer_len..]);
+        let new_tbs = der_encode(0x30, &body);
+        let sig = rcgen::SigningKey::sign(self.issuer.key(), &new_tbs).map_err(|e| SignerError::Sign(e.to_string()))?;
+        let mut bits = vec![0u8];
+        bits.extend_from_slice(&sig);
+        let mut out = new_tbs;
+        out.extend_from_slice(sig_alg);
+        out.extend_from_slice(&der_encode(0x03, &bits));
+        Ok(CertDer::from(der_encode(0x30, &out)))
+    }
+}
+
+/// Total length (header + content) of the DER TLV at the start of `b`.
+fn der_len(b: &[u8]) -> Option<usize> {
+    let first = *b.get(1)?;
+    let (hdr, len) = if first < 0x80 {
+        (2, first as usize)
+    } else {
+        let n = (first & 0x7f) as usize;
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let mut len = 0usize;
+        for i in 0..n {
+            len = (len << 8) | *b.get(2 + i)? as usize;
+        }
+        (2 + n, len)
+    };
+    let total = hdr.checked_add(len)?;
+    (total <= b.len()).then_some(total)
+}
+
+/// The content of the TLV at the start of `b` (which must have `tag`), and what follows it.
+fn der_content(b: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+    if *b.first()? != tag {
+        return None;
+    }
+    let total = der_len(b)?;
+    let hdr = if b[1] < 0x80 { 2 } else { 2 + (b[1] & 0x7f) as usize };
+    Some((&b[hdr..total], &b[total..]))
+}
+
+fn der_encode(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    let n = content.len();
+    if n < 0x80 {
+        out.push(n as u8);
+    } else {
+        let bytes = n.to_be_bytes();
+        let skip = bytes.iter().take_while(|b| **b == 0).count();
+        out.push(0x80 | (bytes.len() - skip) as u8);
+        out.extend_from_slice(&bytes[skip..]);
+    }
+    out.extend_from_slice(content);
+    out
 }
 
 /// The subjectPublicKey BIT STRING contents of a DER SubjectPublicKeyInfo,

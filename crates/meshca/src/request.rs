@@ -57,7 +57,8 @@ async fn request(args: RequestArgs) -> anyhow::Result<()> {
     } else {
         let root_path = args.ca_root.as_ref().context("--ca-root is required unless --plaintext")?;
         let roots = std::fs::read_to_string(root_path).with_context(|| format!("reading {}", root_path.display()))?;
-        let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(roots)).domain_name(args.server_name.clone());
+        let tls =
+            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(roots)).domain_name(args.server_name.clone());
         Channel::from_shared(format!("https://{}", args.ca_addr))?.tls_config(tls)?.connect().await
     }
     .with_context(|| format!("connecting to the CA at {}", args.ca_addr))?;
@@ -73,7 +74,11 @@ async fn request(args: RequestArgs) -> anyhow::Result<()> {
         .await
         .map_err(|s| anyhow::anyhow!("the CA refused: {:?}: {}", s.code(), s.message()))?
         .into_inner();
-    anyhow::ensure!(resp.cert_chain.len() >= 2, "the CA returned {} chain elements (expected at least 2)", resp.cert_chain.len());
+    anyhow::ensure!(
+        resp.cert_chain.len() >= 2,
+        "the CA returned {} chain elements (expected at least 2)",
+        resp.cert_chain.len()
+    );
     let (roots, chain) = resp.cert_chain.split_last().context("empty chain")?;
     std::fs::create_dir_all(&args.out)?;
     fsutil::write_public(&args.out.join("cert-chain.pem"), chain.concat().as_bytes())?;

@@ -21,7 +21,16 @@ fn certs_root(dir: &Path, cn: &str) -> PathBuf {
 }
 
 fn certs_intermediate(root: &Path, out: &Path, cluster: &str) -> PathBuf {
-    meshca(&["certs", "intermediate", "--root", root.to_str().unwrap(), "--out", out.to_str().unwrap(), "--cluster", cluster]);
+    meshca(&[
+        "certs",
+        "intermediate",
+        "--root",
+        root.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--cluster",
+        cluster,
+    ]);
     out.to_path_buf()
 }
 
@@ -59,7 +68,8 @@ async fn check_plugged(work: &Path, ca_dir: &Path, key_file: &str, roots: usize)
     let token = server.token("default", "sleep");
     let mut client = connect(server.grpc, &bundle, None).await.unwrap();
     let (csr, _) = make_csr(KeyType::EcP256, Some(ID));
-    let chain = client.create_certificate(request(&csr, 3600, Some(&token), None)).await.unwrap().into_inner().cert_chain;
+    let chain =
+        client.create_certificate(request(&csr, 3600, Some(&token), None)).await.unwrap().into_inner().cert_chain;
     assert_eq!(chain.len(), 3, "leaf, intermediate, root bundle: {chain:#?}");
     assert_eq!(chain[2], bundle, "the last element is the whole bundle");
     assert_eq!(pem_count(&chain[1]), 1);
@@ -146,7 +156,9 @@ async fn layout_b_kubernetes_tls_secret() {
 
 fn write_set(dir: &Path, cert: &str, key: &str, chain: &str, roots: &str) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
-    for (name, text) in [("ca-cert.pem", cert), ("ca-key.pem", key), ("cert-chain.pem", chain), ("root-cert.pem", roots)] {
+    for (name, text) in
+        [("ca-cert.pem", cert), ("ca-key.pem", key), ("cert-chain.pem", chain), ("root-cert.pem", roots)]
+    {
         std::fs::write(dir.join(name), text).unwrap();
     }
     dir.to_path_buf()
@@ -176,7 +188,9 @@ async fn broken_sets_refuse_to_start_naming_the_file() {
     let root_ca = load_root(&root);
     let leaf_key = PrivateKey::generate(KeyKind::EcP256).unwrap();
     let profile = LeafProfile { uris: vec![ID.into()], dns_names: vec![], ttl: Duration::from_secs(86400) };
-    let leaf = pem::cert_to_pem(&root_ca.signer().issue(&leaf_key.public_key_spki(), &profile, SystemTime::now()).unwrap().cert);
+    let leaf = pem::cert_to_pem(
+        &root_ca.signer().issue(&leaf_key.public_key_spki(), &profile, SystemTime::now()).unwrap().cert,
+    );
 
     // An intermediate that expired a year ago, under a root that is still valid.
     let year = Duration::from_secs(365 * 86400);
@@ -201,6 +215,7 @@ async fn broken_sets_refuse_to_start_naming_the_file() {
     std::fs::write(missing_b.join("tls.crt"), &cert).unwrap();
     std::fs::write(missing_b.join("tls.key"), &key).unwrap();
 
+    const TRUNC: &str = "truncated or not PEM";
     let cases: Vec<(&str, PathBuf, &str, &str)> = vec![
         ("missing file", missing, "cert-chain.pem", "incomplete signing CA bundle: missing cert-chain.pem"),
         ("missing file, layout B", missing_b, "ca.crt", "incomplete signing CA bundle: missing ca.crt"),
@@ -228,10 +243,25 @@ async fn broken_sets_refuse_to_start_naming_the_file() {
             "ca-cert.pem",
             "expired at",
         ),
-        ("truncated cert", write_set(&d.join("trunc-cert"), &half(&cert), &key, &chain, &roots), "ca-cert.pem", ""),
-        ("truncated key", write_set(&d.join("trunc-key"), &cert, &half(&key), &chain, &roots), "ca-key.pem", ""),
-        ("truncated chain", write_set(&d.join("trunc-chain"), &cert, &key, &half(&chain), &roots), "cert-chain.pem", ""),
-        ("truncated roots", write_set(&d.join("trunc-roots"), &cert, &key, &chain, &half(&roots)), "root-cert.pem", ""),
+        ("truncated cert", write_set(&d.join("trunc-cert"), &half(&cert), &key, &chain, &roots), "ca-cert.pem", TRUNC),
+        (
+            "truncated key",
+            write_set(&d.join("trunc-key"), &cert, &half(&key), &chain, &roots),
+            "ca-key.pem",
+            "no private key",
+        ),
+        (
+            "truncated chain",
+            write_set(&d.join("trunc-chain"), &cert, &key, &half(&chain), &roots),
+            "cert-chain.pem",
+            TRUNC,
+        ),
+        (
+            "truncated roots",
+            write_set(&d.join("trunc-roots"), &cert, &key, &chain, &half(&roots)),
+            "root-cert.pem",
+            TRUNC,
+        ),
     ];
     for (name, ca_dir, file, problem) in cases {
         let work = d.join(format!("work-{}", name.replace(' ', "-")));

@@ -1,0 +1,2 @@
+//! Placeholder until the harness main lands.
+fn main() {}

@@ -1,0 +1,93 @@
+//! Server-side cost, read from `/proc/<pid>`: CPU time (utime + stime of the
+//! whole thread group) and the peak resident set (VmHWM).
+
+use anyhow::Context;
+
+/// Clock ticks per second of `/proc/<pid>/stat` (USER_HZ, 100 on every Linux ABI).
+const TICKS_PER_SEC: f64 = 100.0;
+
+/// utime + stime of a process, in seconds.
+pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    cpu_seconds_at(&format!("/proc/{pid}/stat"))
+}
+
+/// utime + stime of this process (the load generator), in seconds.
+pub fn self_cpu_seconds() -> anyhow::Result<f64> {
+    cpu_seconds_at("/proc/self/stat")
+}
+
+fn cpu_seconds_at(path: &str) -> anyhow::Result<f64> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+    parse_stat(&text).with_context(|| format!("parsing {path}"))
+}
+
+/// Fields 14 (utime) and 15 (stime) of a stat line; the command name (field 2)
+/// may hold spaces and parentheses, so fields are counted after the last ')'.
+fn parse_stat(text: &str) -> anyhow::Result<f64> {
+    let rest = text.rsplit_once(')').map(|(_, r)| r).context("no ')' in stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    anyhow::ensure!(fields.len() > 12, "short stat line");
+    let utime: u64 = fields[11].parse()?;
+    let stime: u64 = fields[12].parse()?;
+    Ok((utime + stime) as f64 / TICKS_PER_SEC)
+}
+
+/// VmHWM (peak resident set) of a process, in KiB.
+pub fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let path = format!("/proc/{pid}/status");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    status_kib(&text, "VmHWM:").with_context(|| format!("no VmHWM in {path}"))
+}
+
+fn status_kib(text: &str, key: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with(key))?;
+    line[key.len()..].split_whitespace().next()?.parse().ok()
+}
+
+/// Reset VmHWM to the current RSS (`echo 5 > /proc/<pid>/clear_refs`), so the
+/// next reading is the peak of the next phase only. Best effort: returns
+/// false when the kernel or permissions refuse.
+pub fn reset_peak_rss(pid: u32) -> bool {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
+}
+
+/// A CPU reading of the server and of the load generator at one instant.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuMark {
+    server: f64,
+    client: f64,
+}
+
+impl CpuMark {
+    pub fn take(pid: u32) -> anyhow::Result<Self> {
+        Ok(Self { server: cpu_seconds(pid)?, client: self_cpu_seconds()? })
+    }
+
+    /// (server, client) CPU seconds spent since `self`.
+    pub fn since(&self, pid: u32) -> anyhow::Result<(f64, f64)> {
+        let now = Self::take(pid)?;
+        Ok((now.server - self.server, now.client - self.client))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_with_odd_command_name() {
+        let line = "1234 (my (odd) cmd) S 1 2 3 4 5 6 7 8 9 10 250 150 0 0 20 0 4 0 100 0 0";
+        assert_eq!(parse_stat(line).unwrap(), 4.0);
+    }
+
+    #[test]
+    fn own_process_is_readable() {
+        assert!(self_cpu_seconds().unwrap() >= 0.0);
+        assert!(peak_rss_kib(std::process::id()).unwrap() > 0);
+    }
+
+    #[test]
+    fn status_field() {
+        assert_eq!(status_kib("Name: x\nVmHWM:\t  1804 kB\n", "VmHWM:"), Some(1804));
+    }
+}
