@@ -182,3 +182,24 @@ impl Metrics {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_is_cumulative_and_counts_everything() {
+        let m = Metrics::default();
+        m.observe_issuance(Duration::from_micros(50));
+        m.observe_issuance(Duration::from_millis(3));
+        m.observe_issuance(Duration::from_secs(10));
+        m.refused(Refusal::Csr);
+        let out = m.render(None, SystemTime::now());
+        assert!(out.contains("meshca_issuance_duration_seconds_bucket{le=\"0.0001\"} 1\n"), "{out}");
+        assert!(out.contains("meshca_issuance_duration_seconds_bucket{le=\"0.005\"} 2\n"), "{out}");
+        assert!(out.contains("meshca_issuance_duration_seconds_bucket{le=\"2.5\"} 2\n"), "{out}");
+        assert!(out.contains("meshca_issuance_duration_seconds_bucket{le=\"+Inf\"} 3\n"), "{out}");
+        assert!(out.contains("meshca_issuance_duration_seconds_count 3\n"), "{out}");
+        assert!(out.contains("meshca_requests_refused_total{reason=\"csr\"} 1\n"), "{out}");
+    }
+}

@@ -214,3 +214,20 @@ impl IstioCertificateService for CaService {
         Ok(Response::new(IstioCertificateResponse { cert_chain: chain }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_rules_follow_istio() {
+        let p = IssuancePolicy::default();
+        assert_eq!(p.ttl_for(0), Ok(Duration::from_secs(86400)));
+        assert_eq!(p.ttl_for(-5), Ok(Duration::from_secs(86400)));
+        assert_eq!(p.ttl_for(3600), Ok(Duration::from_secs(3600)));
+        assert_eq!(p.ttl_for(90 * 86400), Ok(Duration::from_secs(90 * 86400)));
+        let err = p.ttl_for(90 * 86400 + 1).unwrap_err();
+        assert!(err.contains("greater than the max allowed TTL"), "{err}");
+        assert!(p.ttl_for(i64::MAX).is_err());
+    }
+}
