@@ -118,10 +118,8 @@ impl CaMaterial {
         if chain.first() != Some(&cert) {
             chain.insert(0, cert.clone());
         }
-        chain.retain(|c| !roots.contains(c) || *c == cert && !roots.contains(&cert));
-        if roots.contains(&cert) {
-            chain.clear();
-        }
+        // Roots travel as the bundle (the last response element), not in the chain.
+        chain.retain(|c| !roots.contains(c));
 
         let parsed = parse_one(&cert, cert_file)?;
         let subject = crate::name::to_go_string(parsed.subject());
