@@ -30,6 +30,8 @@ pub struct ServeConfig {
     pub allow_root_replace: bool,
     /// Poll of the plug-in directory backing up file-change events.
     pub reload_poll_interval: Duration,
+    /// Vault/OpenBao as the CA source (`--vault-addr`); `None`: plug-in directory or self-signed.
+    pub vault: Option<crate::vault::VaultConfig>,
 }
 
 impl Default for ServeConfig {
@@ -52,6 +54,7 @@ impl Default for ServeConfig {
             serving_ttl: Duration::from_secs(24 * 3600),
             allow_root_replace: false,
             reload_poll_interval: Duration::from_secs(30),
+            vault: None,
         }
     }
 }

@@ -17,3 +17,4 @@ pub mod service;
 pub mod source;
 pub mod tls;
 pub mod tokens;
+pub mod vault;

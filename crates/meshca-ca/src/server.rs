@@ -118,23 +118,46 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()> + Send + '
     let clock = clock::system();
     fsutil::ensure_private_dir(&cfg.data_dir)
         .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
-    let (material, kind) = initial_material(&cfg, &clock)?;
+    // --- Vault/OpenBao source (vault/) ---
+    let (material, kind, vault_source) = match &cfg.vault {
+        Some(v) => {
+            let (m, src) = crate::vault::start(v, &clock).await?;
+            (m, SourceKind::Vault, Some(src))
+        }
+        None => {
+            let (m, k) = initial_material(&cfg, &clock)?;
+            (m, k, None)
+        }
+    };
+    let location = cfg.vault.as_ref().map_or_else(|| cfg.ca_dir.clone(), |v| v.location());
+    // --- end Vault ---
     let roots = material.roots().len();
-    let active = Arc::new(ActiveCa::new(material, kind, cfg.ca_dir.clone(), clock.now()));
+    let active = Arc::new(ActiveCa::new(material, kind, location, clock.now()));
     tracing::info!("spiffe  Added {roots} certs to trust domain {} in peer cert verifier", cfg.trust_domain);
 
     let metrics = Arc::new(Metrics::default());
-    crate::reload::spawn(crate::reload::Reloader::new(
-        active.clone(),
-        metrics.clone(),
-        clock.clone(),
-        crate::reload::ReloadOptions {
-            ca_dir: cfg.ca_dir.clone(),
+    if let Some(src) = vault_source {
+        // Vault replaces the plug-in directory as the source; its refresh task takes the reloader's place.
+        src.spawn(crate::reload::Swapper {
+            active: active.clone(),
+            metrics: metrics.clone(),
+            clock: clock.clone(),
             trust_domain: cfg.trust_domain.clone(),
             allow_root_replace: cfg.allow_root_replace,
-            poll_interval: cfg.reload_poll_interval,
-        },
-    ))?;
+        });
+    } else {
+        crate::reload::spawn(crate::reload::Reloader::new(
+            active.clone(),
+            metrics.clone(),
+            clock.clone(),
+            crate::reload::ReloadOptions {
+                ca_dir: cfg.ca_dir.clone(),
+                trust_domain: cfg.trust_domain.clone(),
+                allow_root_replace: cfg.allow_root_replace,
+                poll_interval: cfg.reload_poll_interval,
+            },
+        ))?;
+    }
     let audit_path = cfg.data_dir.join("audit.jsonl");
     let audit =
         AuditLog::open(&audit_path, metrics.clone()).with_context(|| format!("opening {}", audit_path.display()))?;

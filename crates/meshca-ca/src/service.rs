@@ -115,12 +115,16 @@ impl CaService {
     }
 }
 
-fn impersonated(req: &IstioCertificateRequest) -> Option<String> {
+/// The `ImpersonatedIdentity` metadata value, if any; a non-string value is an error.
+fn impersonated(req: &IstioCertificateRequest) -> Result<Option<String>, String> {
     use prost_types::value::Kind;
-    let v = req.metadata.as_ref()?.fields.get(IMPERSONATED_IDENTITY_KEY)?;
+    let Some(v) = req.metadata.as_ref().and_then(|m| m.fields.get(IMPERSONATED_IDENTITY_KEY)) else {
+        return Ok(None);
+    };
     match &v.kind {
-        Some(Kind::StringValue(s)) if !s.is_empty() => Some(s.clone()),
-        _ => None,
+        Some(Kind::StringValue(s)) if !s.is_empty() => Ok(Some(s.clone())),
+        Some(Kind::StringValue(_)) | Some(Kind::NullValue(_)) | None => Ok(None),
+        Some(_) => Err(format!("metadata {IMPERSONATED_IDENTITY_KEY} must be a string")),
     }
 }
 
@@ -153,8 +157,9 @@ impl IstioCertificateService for CaService {
         let who = format!("{peer} {} {}", caller.credential, caller.identity);
         let req = request.into_inner();
         let identity = match impersonated(&req) {
-            None => caller.identity.clone(),
-            Some(target) => match self.auth.impersonate(&caller, &target) {
+            Err(e) => return Err(self.refuse(who, None, Refusal::Csr, Code::InvalidArgument, e.clone(), e)),
+            Ok(None) => caller.identity.clone(),
+            Ok(Some(target)) => match self.auth.impersonate(&caller, &target) {
                 Ok(id) => id,
                 Err(e) => {
                     self.metrics.auth_failures.fetch_add(1, Ordering::Relaxed);

@@ -19,7 +19,7 @@ pub enum JwtError {
     UnsupportedAlgorithm(String),
     /// No key in the key set matches the token's `kid` (`None` when the
     /// token has no `kid` and no single key of the right type exists).
-    #[error("unknown key id {0:?}")]
+    #[error("unknown key id {}", match .0 { Some(k) => sanitize(k), None => "(none: the token has no kid)".to_string() })]
     UnknownKid(Option<String>),
     /// The signature does not verify under the selected key.
     #[error("bad signature")]

@@ -60,7 +60,7 @@ pub enum CsrError {
     RsaTooSmall(usize),
     #[error("CSR asks for a CA certificate")]
     CaRequested,
-    #[error("CSR carries a {0} SAN; only the caller's SPIFFE URI is allowed")]
+    #[error("CSR carries a SAN of type {0}; only the caller's SPIFFE URI is allowed")]
     ForbiddenSan(&'static str),
     #[error("CSR asks for identity {requested:?} but the caller is {authenticated:?}")]
     IdentityMismatch { requested: String, authenticated: String },
@@ -88,7 +88,7 @@ fn csr_der(pem: &str) -> Result<Vec<u8>, CsrError> {
         match item {
             Ok((SectionKind::Csr, der)) => return Ok(der),
             Ok(_) => continue,
-            Err(e) => return Err(CsrError::Parse(format!("bad PEM: {e}"))),
+            Err(e) => return Err(CsrError::Parse(format!("bad PEM: {}", crate::pem::describe_error(&e)))),
         }
     }
     Err(CsrError::NotPem)

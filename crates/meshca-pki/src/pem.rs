@@ -16,7 +16,7 @@ pub enum PemError {
 pub fn parse_certs(pem: &[u8]) -> Result<Vec<CertDer>, PemError> {
     let mut out = Vec::new();
     for item in <(SectionKind, Vec<u8>) as PemObject>::pem_slice_iter(pem) {
-        let (kind, der) = item.map_err(|e| PemError::Malformed(e.to_string()))?;
+        let (kind, der) = item.map_err(|e| PemError::Malformed(describe_error(&e)))?;
         if kind == SectionKind::Certificate {
             out.push(CertDer::from(der));
         }
@@ -25,6 +25,20 @@ pub fn parse_certs(pem: &[u8]) -> Result<Vec<CertDer>, PemError> {
         return Err(PemError::NoCertificate);
     }
     Ok(out)
+}
+
+/// A readable description of a PEM parse error (the library prints markers as byte lists).
+pub fn describe_error(e: &rustls_pki_types::pem::Error) -> String {
+    use rustls_pki_types::pem::Error;
+    match e {
+        Error::MissingSectionEnd { end_marker } => {
+            format!("missing \"-----END {}-----\" line (file truncated?)", String::from_utf8_lossy(end_marker))
+        }
+        Error::IllegalSectionStart { line } => {
+            format!("malformed section start line {:?}", String::from_utf8_lossy(line))
+        }
+        other => other.to_string(),
+    }
 }
 
 /// Encode DER as a PEM block with the given label, 64 columns, ending with a newline.

@@ -191,10 +191,10 @@ async fn bad_requests_are_refused_with_exact_codes_and_the_server_keeps_serving(
             "CA certificate",
         ),
         csr_case("other identity", make_csr(KeyType::EcP256, Some(other_id)).0, &token, "but the caller is"),
-        csr_case("DNS SAN", ossl("dns", P256, san("DNS:evil.example")), &token, "DNS SAN"),
-        csr_case("IP SAN", ossl("ip", P256, san(&format!("URI:{ID},IP:10.0.0.1"))), &token, "IP address SAN"),
+        csr_case("DNS SAN", ossl("dns", P256, san("DNS:evil.example")), &token, "SAN of type DNS"),
+        csr_case("IP SAN", ossl("ip", P256, san(&format!("URI:{ID},IP:10.0.0.1"))), &token, "SAN of type IP address"),
         csr_case("two URI SANs", ossl("uris", P256, san(&format!("URI:{ID},URI:{other_id}"))), &token, "more than one"),
-        csr_case("email SAN", ossl("email", P256, san("email:root@cluster.local")), &token, "email SAN"),
+        csr_case("email SAN", ossl("email", P256, san("email:root@cluster.local")), &token, "SAN of type email"),
         csr_case(
             "unknown critical extension",
             ossl("crit", P256, vec!["-addext".into(), "1.3.6.1.4.1.55555.1=critical,ASN1:UTF8String:x".into()]),

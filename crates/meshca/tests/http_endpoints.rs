@@ -57,7 +57,10 @@ async fn health_metrics_bundle_and_status_on_the_self_signed_default() {
 
     let (status, headers, text) = http(server.http, "/metrics", &[]);
     assert_eq!(status, 200);
-    assert!(header(&headers, "content-type").unwrap_or_default().starts_with("text/plain; version=0.0.4"), "{headers:?}");
+    assert!(
+        header(&headers, "content-type").unwrap_or_default().starts_with("text/plain; version=0.0.4"),
+        "{headers:?}"
+    );
     promtool_check(&text);
     for (name, value) in [
         ("citadel_server_csr_count_total", 2.0),
@@ -102,7 +105,8 @@ async fn health_metrics_bundle_and_status_on_the_self_signed_default() {
     approx(metric(&text, "citadel_server_root_cert_expiry_seconds"), root_ts - now, 120.0, "root expiry seconds");
     approx(metric(&text, "citadel_server_cert_chain_expiry_timestamp"), root_ts, 1.0, "chain expiry timestamp");
     approx(metric(&text, "citadel_server_cert_chain_expiry_seconds"), root_ts - now, 120.0, "chain expiry seconds");
-    let root_info = meshca_pki::inspect::cert_info(&meshca_pki::pem::parse_certs(roots.as_bytes()).unwrap()[0]).unwrap();
+    let root_info =
+        meshca_pki::inspect::cert_info(&meshca_pki::pem::parse_certs(roots.as_bytes()).unwrap()[0]).unwrap();
     assert_eq!(root_ts, root_info.not_after_unix as f64, "the gauge is the root's NotAfter");
 
     // The trust bundle: an ETag, conditional GETs and the long-poll.
@@ -119,7 +123,10 @@ async fn health_metrics_bundle_and_status_on_the_self_signed_default() {
     let (status, _, body) = http(server.http, "/root-cert.pem?wait=1", &[("If-None-Match", &etag)]);
     let waited = t.elapsed();
     assert_eq!((status, body.as_str()), (304, ""));
-    assert!(waited >= Duration::from_millis(950) && waited < Duration::from_secs(3), "long-poll of 1 s took {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(950) && waited < Duration::from_secs(3),
+        "long-poll of 1 s took {waited:?}"
+    );
     let t = Instant::now();
     let (status, _, body) = http(server.http, "/root-cert.pem?wait=5", &[("If-None-Match", "\"stale\"")]);
     assert_eq!((status, body.as_str()), (200, roots.as_str()));
@@ -135,9 +142,18 @@ async fn health_metrics_bundle_and_status_on_the_self_signed_default() {
     assert_eq!(signer["subject"], "CN=meshca self-signed root,O=cluster.local", "{st}");
     assert_eq!(signer["not_before"], root_info.not_before.as_str());
     assert_eq!(signer["not_after"], root_info.not_after.as_str());
-    let ossl = openssl::run(&["x509", "-noout", "-serial", "-fingerprint", "-sha256", "-in", &work.path().join("data/ca/root-cert.pem").display().to_string()])
-        .unwrap();
-    let ossl_serial = ossl.lines().find_map(|l| l.strip_prefix("serial=")).unwrap().trim_start_matches('0').to_lowercase();
+    let ossl = openssl::run(&[
+        "x509",
+        "-noout",
+        "-serial",
+        "-fingerprint",
+        "-sha256",
+        "-in",
+        &work.path().join("data/ca/root-cert.pem").display().to_string(),
+    ])
+    .unwrap();
+    let ossl_serial =
+        ossl.lines().find_map(|l| l.strip_prefix("serial=")).unwrap().trim_start_matches('0').to_lowercase();
     assert_eq!(signer["serial"].as_str().unwrap().trim_start_matches('0'), ossl_serial, "{ossl}");
     let ossl_sha = ossl.lines().find_map(|l| l.split_once("Fingerprint=")).unwrap().1.replace(':', "").to_lowercase();
     let st_roots = st["roots"].as_array().unwrap();

@@ -61,7 +61,8 @@ impl Tiny {
             None => ("404 Not Found", "{}".to_string()),
         };
         let resp = format!(
-            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n{body}",
             body.len()
         );
         let _ = sock.write_all(resp.as_bytes()).await;

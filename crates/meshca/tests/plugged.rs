@@ -114,11 +114,12 @@ async fn layout_a_from_the_openssl_cli() {
     let ca = d.join("cacerts");
     std::fs::create_dir_all(&ca).unwrap();
     #[rustfmt::skip]
-    openssl_in(d, &["req", "-x509", "-new", "-config", "ca.cnf", "-extensions", "v3_ca", "-newkey", "rsa:2048", "-nodes",
-        "-keyout", "root-key.pem", "-out", "cacerts/root-cert.pem", "-days", "3650", "-subj", "/O=Istio/CN=Root CA"]);
+    openssl_in(d, &["req", "-x509", "-new", "-config", "ca.cnf", "-extensions", "v3_ca", "-newkey", "rsa:2048",
+        "-nodes", "-keyout", "root-key.pem", "-out", "cacerts/root-cert.pem", "-days", "3650",
+        "-subj", "/O=Istio/CN=Root CA"]);
     #[rustfmt::skip]
-    openssl_in(d, &["req", "-new", "-config", "ca.cnf", "-newkey", "rsa:2048", "-nodes", "-keyout", "cacerts/ca-key.pem",
-        "-out", "inter.csr", "-subj", "/O=Istio/CN=Intermediate CA/L=cluster1"]);
+    openssl_in(d, &["req", "-new", "-config", "ca.cnf", "-newkey", "rsa:2048", "-nodes",
+        "-keyout", "cacerts/ca-key.pem", "-out", "inter.csr", "-subj", "/O=Istio/CN=Intermediate CA/L=cluster1"]);
     #[rustfmt::skip]
     openssl_in(d, &["x509", "-req", "-in", "inter.csr", "-CA", "cacerts/root-cert.pem", "-CAkey", "root-key.pem",
         "-set_serial", "0x5f2a9c01", "-days", "730", "-sha256", "-extfile", "ca.cnf", "-extensions", "v3_inter",

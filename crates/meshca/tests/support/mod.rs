@@ -33,7 +33,10 @@ pub fn k8s_claims(iss: &str, ns: &str, sa: &str) -> Value {
         "iat": now - 60,
         "nbf": now - 60,
         "exp": now + 3600,
-        "kubernetes.io": { "namespace": ns, "serviceaccount": { "name": sa, "uid": "0d9e8a4c-1111-4c1e-9d2c-000000000001" } },
+        "kubernetes.io": {
+            "namespace": ns,
+            "serviceaccount": { "name": sa, "uid": "0d9e8a4c-1111-4c1e-9d2c-000000000001" },
+        },
     })
 }
 
