@@ -73,38 +73,36 @@ fn read(dir: &Path, name: &str) -> Result<(String, Vec<u8>), MaterialError> {
     }
 }
 
+/// Read the named files of `dir` and validate them as one set. `chain` is
+/// `None` when the signing certificate stands alone.
+fn load_files(
+    dir: &Path,
+    cert: &str,
+    key: &str,
+    chain: Option<&str>,
+    roots: &str,
+    now: SystemTime,
+) -> Result<CaMaterial, MaterialError> {
+    let (cn, cert) = read(dir, cert)?;
+    let (kn, key) = read(dir, key)?;
+    let key = zeroize::Zeroizing::new(key);
+    let chain = chain.map(|c| read(dir, c)).transpose()?;
+    let (rn, roots) = read(dir, roots)?;
+    let input = MaterialInput {
+        cert: Part { name: &cn, pem: &cert },
+        key: Part { name: &kn, pem: &key },
+        chain: chain.as_ref().map(|(n, pem)| Part { name: n, pem }),
+        roots: Part { name: &rn, pem: &roots },
+    };
+    CaMaterial::from_input(&input, now)
+}
+
 /// Load and validate the plug-in set of `dir` in `layout`.
 pub fn load_plugged(dir: &Path, layout: Layout, now: SystemTime) -> Result<CaMaterial, MaterialError> {
     match layout {
-        Layout::Istio => {
-            let (cn, cert) = read(dir, "ca-cert.pem")?;
-            let (kn, key) = read(dir, "ca-key.pem")?;
-            let (chn, chain) = read(dir, "cert-chain.pem")?;
-            let (rn, roots) = read(dir, "root-cert.pem")?;
-            let input = MaterialInput {
-                cert: Part { name: &cn, pem: &cert },
-                key: Part { name: &kn, pem: &key },
-                chain: Some(Part { name: &chn, pem: &chain }),
-                roots: Part { name: &rn, pem: &roots },
-            };
-            let m = CaMaterial::from_input(&input, now);
-            drop(zeroize::Zeroizing::new(key));
-            m
-        }
-        Layout::KubernetesTls => {
-            let (cn, cert) = read(dir, "tls.crt")?;
-            let (kn, key) = read(dir, "tls.key")?;
-            let (rn, roots) = read(dir, "ca.crt")?;
-            let input = MaterialInput {
-                cert: Part { name: &cn, pem: &cert },
-                key: Part { name: &kn, pem: &key },
-                chain: Some(Part { name: &cn, pem: &cert }),
-                roots: Part { name: &rn, pem: &roots },
-            };
-            let m = CaMaterial::from_input(&input, now);
-            drop(zeroize::Zeroizing::new(key));
-            m
-        }
+        Layout::Istio => load_files(dir, "ca-cert.pem", "ca-key.pem", Some("cert-chain.pem"), "root-cert.pem", now),
+        // tls.crt holds the signing certificate and whatever chain came with it.
+        Layout::KubernetesTls => load_files(dir, "tls.crt", "tls.key", Some("tls.crt"), "ca.crt", now),
     }
 }
 
@@ -128,17 +126,7 @@ pub fn load_or_create_self_signed(
     let cert_path = dir.join("root-cert.pem");
     let key_path = dir.join("root-key.pem");
     if cert_path.exists() || key_path.exists() {
-        let (cn, cert) = read(&dir, "root-cert.pem")?;
-        let (kn, key) = read(&dir, "root-key.pem")?;
-        let input = MaterialInput {
-            cert: Part { name: &cn, pem: &cert },
-            key: Part { name: &kn, pem: &key },
-            chain: None,
-            roots: Part { name: &cn, pem: &cert },
-        };
-        let m = CaMaterial::from_input(&input, now);
-        drop(zeroize::Zeroizing::new(key));
-        return m.map(|m| (m, false));
+        return load_files(&dir, "root-cert.pem", "root-key.pem", None, "root-cert.pem", now).map(|m| (m, false));
     }
     let root = new_root(
         &AuthorityOptions {
