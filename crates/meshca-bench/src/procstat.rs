@@ -51,22 +51,68 @@ pub fn reset_peak_rss(pid: u32) -> bool {
     std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
 }
 
-/// A CPU reading of the server and of the load generator at one instant.
+/// CPU time this thread has run, in nanoseconds (`/proc/thread-self/schedstat`).
+pub fn thread_cpu_ns() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
+/// Busy CPU time of the whole machine, in seconds (`/proc/stat`: everything but idle and iowait).
+pub fn machine_busy_seconds() -> anyhow::Result<f64> {
+    let text = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+    let line = text.lines().find(|l| l.starts_with("cpu ")).context("no cpu line in /proc/stat")?;
+    let v: Vec<u64> = line.split_whitespace().skip(1).take(8).map(|x| x.parse().unwrap_or(0)).collect();
+    anyhow::ensure!(v.len() == 8, "short cpu line in /proc/stat");
+    let busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7];
+    Ok(busy as f64 / TICKS_PER_SEC)
+}
+
+/// Wait (up to `max`) until the machine is quiet: less than `cores` of CPU
+/// busy over one second, since other processes (a build, say) would take CPU
+/// from the servers. Returns the load seen last, in cores.
+pub fn wait_quiet(max: std::time::Duration, cores: f64) -> f64 {
+    let start = std::time::Instant::now();
+    let mut warned = false;
+    loop {
+        let Ok(before) = machine_busy_seconds() else { return f64::NAN };
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        let load = machine_busy_seconds().map_or(f64::NAN, |after| after - before);
+        if load.is_nan() || load < cores || start.elapsed() >= max {
+            return load;
+        }
+        if !warned {
+            eprintln!("  waiting for the machine to quiet down ({load:.2} cores busy; up to {}s)", max.as_secs());
+            warned = true;
+        }
+    }
+}
+
+/// A CPU reading of the server, of the load generator and of the whole machine at one instant.
 #[derive(Debug, Clone, Copy)]
 pub struct CpuMark {
     server: f64,
     client: f64,
+    machine: f64,
+}
+
+/// CPU seconds spent since a [`CpuMark`].
+#[derive(Debug, Clone, Copy)]
+pub struct Spent {
+    pub server: f64,
+    pub client: f64,
+    /// Everything else on the machine (other processes competing for the cores).
+    pub other: f64,
 }
 
 impl CpuMark {
     pub fn take(pid: u32) -> anyhow::Result<Self> {
-        Ok(Self { server: cpu_seconds(pid)?, client: self_cpu_seconds()? })
+        Ok(Self { server: cpu_seconds(pid)?, client: self_cpu_seconds()?, machine: machine_busy_seconds()? })
     }
 
-    /// (server, client) CPU seconds spent since `self`.
-    pub fn since(&self, pid: u32) -> anyhow::Result<(f64, f64)> {
+    pub fn since(&self, pid: u32) -> anyhow::Result<Spent> {
         let now = Self::take(pid)?;
-        Ok((now.server - self.server, now.client - self.client))
+        let (server, client) = (now.server - self.server, now.client - self.client);
+        Ok(Spent { server, client, other: (now.machine - self.machine - server - client).max(0.0) })
     }
 }
 
@@ -84,6 +130,12 @@ mod tests {
     fn own_process_is_readable() {
         assert!(self_cpu_seconds().unwrap() >= 0.0);
         assert!(peak_rss_kib(std::process::id()).unwrap() > 0);
+    }
+
+    #[test]
+    fn machine_and_thread_counters() {
+        assert!(machine_busy_seconds().unwrap() > 0.0);
+        assert!(thread_cpu_ns().is_some());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use crate::floor::Floor;
 use crate::load::RunResult;
+use crate::procstat::Spent;
 use meshca_pki::KeyKind;
 use serde_json::{json, Value};
 use std::fmt::Write as _;
@@ -36,18 +37,22 @@ pub struct Row {
     pub concurrency: usize,
     pub connections: usize,
     pub result: RunResult,
-    pub server_cpu_s: f64,
-    pub client_cpu_s: f64,
+    pub spent: Spent,
     pub peak_rss_kib: Option<u64>,
 }
 
 impl Row {
     pub fn cpu_us_per_cert(&self) -> f64 {
-        self.server_cpu_s * 1e6 / self.result.ok.max(1) as f64
+        self.spent.server * 1e6 / self.result.ok.max(1) as f64
     }
 
     fn client_us_per_req(&self) -> f64 {
-        self.client_cpu_s * 1e6 / (self.result.ok + self.result.errors).max(1) as f64
+        self.spent.client * 1e6 / (self.result.ok + self.result.errors).max(1) as f64
+    }
+
+    /// Cores used by other processes during the run (they compete with the server).
+    fn other_cores(&self) -> f64 {
+        self.spent.other / self.result.elapsed.as_secs_f64().max(1e-9)
     }
 
     fn rss_mib(&self) -> Option<f64> {
@@ -74,7 +79,9 @@ impl Row {
                 "p99": round(r.quantile_ms(0.99), 3),
                 "max": round(r.quantile_ms(1.0), 3),
             },
-            "server_cpu_s": round(self.server_cpu_s, 3),
+            "server_cpu_s": round(self.spent.server, 3),
+            "client_cpu_s": round(self.spent.client, 3),
+            "other_processes_cpu_cores": round(self.other_cores(), 2),
             "server_cpu_us_per_cert": round(self.cpu_us_per_cert(), 1),
             "server_cpu_over_floor": floor.map(|f| round(self.cpu_us_per_cert() / f.total_us(), 2)),
             "client_cpu_us_per_request": round(self.client_us_per_req(), 1),
@@ -147,9 +154,19 @@ impl Report {
                 let p99 = s.result.quantile_ms(0.99);
                 let n = s.result.ok + s.result.errors;
                 let goal = format!("<= {TARGET_STORM_P99_MS} ms");
-                out.push(Check { name: format!("{k} storm ({n}): meshca p99 ms"), value: p99, goal, met: p99 <= 2000.0 });
+                out.push(Check {
+                    name: format!("{k} storm ({n}): meshca p99 ms"),
+                    value: p99,
+                    goal,
+                    met: p99 <= 2000.0,
+                });
                 let e = s.result.errors as f64;
-                out.push(Check { name: format!("{k} storm: meshca errors"), value: e, goal: "0".into(), met: e == 0.0 });
+                out.push(Check {
+                    name: format!("{k} storm: meshca errors"),
+                    value: e,
+                    goal: "0".into(),
+                    met: e == 0.0,
+                });
                 if let Some(mib) = s.rss_mib() {
                     out.push(Check {
                         name: format!("{k} storm: meshca peak RSS MiB"),
@@ -207,24 +224,29 @@ impl Report {
                 continue;
             }
             let title = match scenario {
-                Scenario::Steady => "Steady state: closed loop of N callers (connections: meshca HTTP/2 channels \
-                                     over TLS, peers HTTP/1.1 keep-alive)",
-                Scenario::Storm => "Restart storm: every request at once; latency counts from the start of the \
-                                    storm (connecting and queueing included)",
+                Scenario::Steady => {
+                    "Steady state: closed loop of N callers (connections: meshca HTTP/2 channels \
+                                     over TLS, peers HTTP/1.1 keep-alive)"
+                }
+                Scenario::Storm => {
+                    "Restart storm: every request at once; latency counts from the start of the \
+                                    storm (connecting and queueing included)"
+                }
             };
             let _ = writeln!(s, "\n{title}.\n");
             let _ = writeln!(
                 s,
                 "| key | system | callers/conns | requests | time s | certs/s | p50 ms | p90 ms | p99 ms | max ms \
-                 | errors | server CPU µs/cert | × floor | client CPU µs/req | server peak RSS MiB |"
+                 | errors | server CPU µs/cert | × floor | client CPU µs/req | server peak RSS MiB | other load (cores) |"
             );
-            let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+            let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
             for r in rows {
                 let x = &r.result;
-                let over = self.floor(r.key).map_or("-".into(), |f| format!("{:.2}", r.cpu_us_per_cert() / f.total_us()));
+                let over =
+                    self.floor(r.key).map_or("-".into(), |f| format!("{:.2}", r.cpu_us_per_cert() / f.total_us()));
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {}/{} | {} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {:.0} | {} | {:.0} | {} |",
+                    "| {} | {} | {}/{} | {} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {:.0} | {} | {:.0} | {} | {:.2} |",
                     r.key,
                     r.system,
                     r.concurrency,
@@ -241,6 +263,7 @@ impl Report {
                     over,
                     r.client_us_per_req(),
                     r.rss_mib().map_or("-".into(), |m| format!("{m:.1}")),
+                    r.other_cores(),
                 );
             }
         }
@@ -248,7 +271,9 @@ impl Report {
             .rows
             .iter()
             .filter(|r| !r.result.error_samples.is_empty())
-            .map(|r| format!("- {} {} {}: {}", r.scenario.as_str(), r.key, r.system, r.result.error_samples.join(" | ")))
+            .map(|r| {
+                format!("- {} {} {}: {}", r.scenario.as_str(), r.key, r.system, r.result.error_samples.join(" | "))
+            })
             .collect();
         if !errors.is_empty() {
             let _ = writeln!(s, "\nErrors seen:\n\n{}", errors.join("\n"));

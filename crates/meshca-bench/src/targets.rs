@@ -122,11 +122,8 @@ impl HttpCaller {
 
     async fn post(&self, job: usize) -> Result<(reqwest::StatusCode, Vec<u8>), String> {
         let _permit = self.permits.acquire().await.map_err(|e| e.to_string())?;
-        let mut req = self
-            .client
-            .post(&self.url)
-            .header("content-type", "application/json")
-            .body(self.bodies[job].clone());
+        let mut req =
+            self.client.post(&self.url).header("content-type", "application/json").body(self.bodies[job].clone());
         if let Some(t) = &self.token {
             req = req.header("X-Vault-Token", t);
         }

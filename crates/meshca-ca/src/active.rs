@@ -89,6 +89,14 @@ impl ActiveCa {
         r.last_error_at = Some(meshca_pki::material::fmt_time(now));
     }
 
+    /// Clear a previous error: the source answered again with unchanged material.
+    pub fn reload_ok(&self, now: SystemTime) {
+        let mut r = self.reload.lock().unwrap_or_else(|p| p.into_inner());
+        r.last_reload = Some(meshca_pki::material::fmt_time(now));
+        r.last_error = None;
+        r.last_error_at = None;
+    }
+
     pub fn reload_state(&self) -> ReloadState {
         self.reload.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }

@@ -2,6 +2,7 @@
 //! command line to the library crates.
 #![forbid(unsafe_code)]
 
+mod agent;
 mod certs;
 mod request;
 mod serve;
@@ -26,6 +27,8 @@ enum Command {
     Token(token::TokenArgs),
     /// Get a workload certificate from a running CA and write it to a directory.
     Request(request::RequestArgs),
+    /// Node agent: get the workload certificate from the CA and serve it to Envoy over SDS.
+    Agent(Box<agent::AgentArgs>),
 }
 
 fn init_logging(format: &str) -> anyhow::Result<()> {
@@ -47,6 +50,7 @@ fn main() -> std::process::ExitCode {
         Command::Certs(args) => certs::run(args),
         Command::Token(args) => token::run(args),
         Command::Request(args) => request::run(args),
+        Command::Agent(args) => init_logging(&args.log_format).and_then(|()| agent::run(*args)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -67,6 +67,9 @@ pub struct ServeArgs {
     /// How often the plug-in directory is polled, in addition to file-change events [default: 30s]
     #[arg(long, env = "MESHCA_RELOAD_POLL_INTERVAL", value_parser = duration)]
     pub reload_poll_interval: Option<Duration>,
+    // --- Vault/OpenBao CA source ---
+    #[command(flatten)]
+    pub vault: VaultArgs,
 }
 
 /// The TOML file: the same keys as the flags.
@@ -89,6 +92,9 @@ struct FileConfig {
     log_format: Option<String>,
     allow_root_replace: Option<bool>,
     reload_poll_interval: Option<String>,
+    /// The `vault_*` keys, split off before the rest is parsed.
+    #[serde(skip)]
+    vault: VaultArgs,
 }
 
 impl ServeArgs {
@@ -104,7 +110,15 @@ impl ServeArgs {
             Some(p) => {
                 let text =
                     std::fs::read_to_string(p).with_context(|| format!("reading config file {}", p.display()))?;
-                toml::from_str(&text).with_context(|| format!("config file {}", p.display()))
+                let mut table: toml::Table =
+                    toml::from_str(&text).with_context(|| format!("config file {}", p.display()))?;
+                let vault_keys: Vec<String> = table.keys().filter(|k| k.starts_with("vault_")).cloned().collect();
+                let vault: toml::Table = vault_keys.iter().filter_map(|k| table.remove_entry(k)).collect();
+                let mut file: FileConfig =
+                    toml::Value::Table(table).try_into().with_context(|| format!("config file {}", p.display()))?;
+                file.vault =
+                    toml::Value::Table(vault).try_into().with_context(|| format!("config file {}", p.display()))?;
+                Ok(file)
             }
         }
     }
@@ -113,6 +127,7 @@ impl ServeArgs {
     pub fn resolve(self) -> anyhow::Result<ServeConfig> {
         let file = self.file()?;
         let d = ServeConfig::default();
+        let vault = self.vault.clone().merge(file.vault.clone()).resolve()?;
         let file_dur = |v: Option<String>, key: &str| -> anyhow::Result<Option<Duration>> {
             v.map(|s| duration(&s).map_err(|e| anyhow::anyhow!("config file: {key}: {e}"))).transpose()
         };
@@ -153,6 +168,7 @@ impl ServeArgs {
                 .reload_poll_interval
                 .or(file_dur(file.reload_poll_interval, "reload_poll_interval")?)
                 .unwrap_or(d.reload_poll_interval),
+            vault,
             ..d
         };
         meshca_pki::SpiffeId::new(&cfg.trust_domain, "ns", "sa").map_err(|e| anyhow::anyhow!("--trust-domain: {e}"))?;
@@ -183,4 +199,191 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
     }
     tracing::info!("shutting down");
+}
+
+// --- Vault/OpenBao CA source (see crates/meshca-ca/src/vault) ---
+
+/// `--vault-*` flags; the TOML keys are the same names with `_`.
+#[derive(Args, Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaultArgs {
+    /// Vault/OpenBao address (https://host:8200); makes Vault the CA source
+    #[arg(long, env = "MESHCA_VAULT_ADDR")]
+    pub vault_addr: Option<String>,
+    /// vault-upstream (meshca's own intermediate, signed by Vault) or vault-kv (read cert, chain, root and key) [default: vault-upstream]
+    #[arg(long, env = "MESHCA_VAULT_MODE")]
+    pub vault_mode: Option<String>,
+    /// PEM CA bundle trusted for TLS to Vault
+    #[arg(long, env = "MESHCA_VAULT_CA_FILE")]
+    pub vault_ca_file: Option<PathBuf>,
+    /// Vault namespace (X-Vault-Namespace)
+    #[arg(long, env = "MESHCA_VAULT_NAMESPACE")]
+    pub vault_namespace: Option<String>,
+    /// token, approle, jwt or kubernetes [default: approle with --vault-role-id, kubernetes/jwt with --vault-auth-role, else token]
+    #[arg(long, env = "MESHCA_VAULT_AUTH")]
+    pub vault_auth: Option<String>,
+    /// Vault token (prefer the environment variable or --vault-token-file)
+    #[arg(long, env = "MESHCA_VAULT_TOKEN", hide_env_values = true)]
+    pub vault_token: Option<String>,
+    /// File holding the Vault token (re-read at every login; e.g. a Vault agent sink)
+    #[arg(long, env = "MESHCA_VAULT_TOKEN_FILE")]
+    pub vault_token_file: Option<PathBuf>,
+    /// Mount of the auth method [default: approle, jwt or kubernetes]
+    #[arg(long, env = "MESHCA_VAULT_AUTH_MOUNT")]
+    pub vault_auth_mount: Option<String>,
+    /// AppRole role ID
+    #[arg(long, env = "MESHCA_VAULT_ROLE_ID")]
+    pub vault_role_id: Option<String>,
+    /// File holding the AppRole secret ID
+    #[arg(long, env = "MESHCA_VAULT_SECRET_ID_FILE")]
+    pub vault_secret_id_file: Option<PathBuf>,
+    /// Role of the JWT/Kubernetes auth method
+    #[arg(long, env = "MESHCA_VAULT_AUTH_ROLE")]
+    pub vault_auth_role: Option<String>,
+    /// Service-account token for JWT/Kubernetes auth [default: /var/run/secrets/kubernetes.io/serviceaccount/token]
+    #[arg(long, env = "MESHCA_VAULT_JWT_FILE")]
+    pub vault_jwt_file: Option<PathBuf>,
+    /// vault-upstream: PKI mount that signs meshca's intermediate [default: pki_int]
+    #[arg(long, env = "MESHCA_VAULT_PKI_MOUNT")]
+    pub vault_pki_mount: Option<String>,
+    /// vault-upstream: lifetime requested for each intermediate; rotated at half-life [default: 48h]
+    #[arg(long, env = "MESHCA_VAULT_INTERMEDIATE_TTL")]
+    pub vault_intermediate_ttl: Option<String>,
+    /// vault-upstream: key type of the intermediate (kept in memory only) [default: ec-p256]
+    #[arg(long, env = "MESHCA_VAULT_INTERMEDIATE_KEY")]
+    pub vault_intermediate_key: Option<KeyKind>,
+    /// vault-upstream: common name of the intermediate [default: "meshca intermediate <hostname>"]
+    #[arg(long, env = "MESHCA_VAULT_COMMON_NAME")]
+    pub vault_common_name: Option<String>,
+    /// vault-kv: signing certificate [default: pki_int/cert/ca]
+    #[arg(long, env = "MESHCA_VAULT_CERT_PATH")]
+    pub vault_cert_path: Option<String>,
+    /// vault-kv: CA chain [default: pki_int/cert/ca_chain]
+    #[arg(long, env = "MESHCA_VAULT_CHAIN_PATH")]
+    pub vault_chain_path: Option<String>,
+    /// Root certificate [vault-kv default: pki/cert/ca; vault-upstream default: the top of the returned chain]
+    #[arg(long, env = "MESHCA_VAULT_ROOT_PATH")]
+    pub vault_root_path: Option<String>,
+    /// vault-kv: KV secret holding the key, v1 or v2 [default: kv/istioca]
+    #[arg(long, env = "MESHCA_VAULT_KEY_PATH")]
+    pub vault_key_path: Option<String>,
+    /// vault-kv: field of the secret holding the PEM key [default: ca-key.pem]
+    #[arg(long, env = "MESHCA_VAULT_KEY_FIELD")]
+    pub vault_key_field: Option<String>,
+    /// vault-kv: how often Vault is read [default: 30s]
+    #[arg(long, env = "MESHCA_VAULT_POLL_INTERVAL")]
+    pub vault_poll_interval: Option<String>,
+}
+
+impl VaultArgs {
+    /// Flags/environment over the file.
+    fn merge(self, file: VaultArgs) -> VaultArgs {
+        macro_rules! m { ($($f:ident),*) => { VaultArgs { $($f: self.$f.or(file.$f)),* } } }
+        m!(
+            vault_addr,
+            vault_mode,
+            vault_ca_file,
+            vault_namespace,
+            vault_auth,
+            vault_token,
+            vault_token_file,
+            vault_auth_mount,
+            vault_role_id,
+            vault_secret_id_file,
+            vault_auth_role,
+            vault_jwt_file,
+            vault_pki_mount,
+            vault_intermediate_ttl,
+            vault_intermediate_key,
+            vault_common_name,
+            vault_cert_path,
+            vault_chain_path,
+            vault_root_path,
+            vault_key_path,
+            vault_key_field,
+            vault_poll_interval
+        )
+    }
+
+    fn resolve(self) -> anyhow::Result<Option<meshca_ca::vault::VaultConfig>> {
+        use meshca_ca::vault::{AuthConfig, VaultConfig};
+        let Some(addr) = self.vault_addr.filter(|a| !a.trim().is_empty()) else {
+            return Ok(None);
+        };
+        let dur = |v: Option<String>, flag: &str| -> anyhow::Result<Option<Duration>> {
+            v.map(|s| duration(&s).map_err(|e| anyhow::anyhow!("--{flag}: {e}"))).transpose()
+        };
+        let method = match self.vault_auth.as_deref() {
+            Some(m) => m.to_string(),
+            None if self.vault_role_id.is_some() => "approle".into(),
+            None if self.vault_auth_role.is_some() => {
+                if self.vault_jwt_file.is_some() { "jwt" } else { "kubernetes" }.into()
+            }
+            None => "token".into(),
+        };
+        let auth = match method.as_str() {
+            "token" => {
+                anyhow::ensure!(
+                    self.vault_token.is_some() || self.vault_token_file.is_some(),
+                    "--vault-addr is set but no Vault credentials are: give MESHCA_VAULT_TOKEN, --vault-token-file, \
+                     --vault-role-id with --vault-secret-id-file (AppRole), or --vault-auth-role (Kubernetes/JWT)"
+                );
+                AuthConfig::token(self.vault_token, self.vault_token_file)
+            }
+            "approle" => AuthConfig::AppRole {
+                mount: self.vault_auth_mount.unwrap_or_else(|| "approle".into()),
+                role_id: self
+                    .vault_role_id
+                    .ok_or_else(|| anyhow::anyhow!("--vault-auth approle needs --vault-role-id"))?,
+                secret_id: None,
+                secret_id_file: self.vault_secret_id_file,
+            },
+            kind @ ("jwt" | "kubernetes") => AuthConfig::Jwt {
+                kind: if kind == "jwt" { "jwt" } else { "kubernetes" },
+                mount: self.vault_auth_mount.unwrap_or_else(|| kind.to_string()),
+                role: self
+                    .vault_auth_role
+                    .ok_or_else(|| anyhow::anyhow!("--vault-auth {kind} needs --vault-auth-role"))?,
+                jwt_file: self.vault_jwt_file.unwrap_or_else(|| PathBuf::from(meshca_ca::vault::auth::K8S_TOKEN_FILE)),
+            },
+            other => anyhow::bail!("--vault-auth {other:?}: expected token, approle, jwt or kubernetes"),
+        };
+        let mut cfg = VaultConfig::new(addr, auth);
+        if let Some(m) = self.vault_mode {
+            cfg.mode = m.parse().map_err(|e: String| anyhow::anyhow!("--vault-mode: {e}"))?;
+        }
+        cfg.ca_file = self.vault_ca_file;
+        cfg.namespace = self.vault_namespace;
+        if let Some(m) = self.vault_pki_mount {
+            cfg.upstream.mount = m;
+        }
+        if let Some(t) = dur(self.vault_intermediate_ttl, "vault-intermediate-ttl")? {
+            anyhow::ensure!(t >= Duration::from_secs(10), "--vault-intermediate-ttl must be at least 10s");
+            cfg.upstream.ttl = t;
+        }
+        if let Some(k) = self.vault_intermediate_key {
+            cfg.upstream.key = k;
+        }
+        if let Some(cn) = self.vault_common_name {
+            cfg.upstream.common_name = cn;
+        }
+        cfg.upstream.root_path = self.vault_root_path.clone();
+        let kv = &mut cfg.kv;
+        for (dst, src) in [
+            (&mut kv.cert, self.vault_cert_path),
+            (&mut kv.chain, self.vault_chain_path),
+            (&mut kv.root, self.vault_root_path),
+            (&mut kv.key, self.vault_key_path),
+            (&mut kv.key_field, self.vault_key_field),
+        ] {
+            if let Some(v) = src {
+                *dst = v.trim_matches('/').to_string();
+            }
+        }
+        if let Some(p) = dur(self.vault_poll_interval, "vault-poll-interval")? {
+            anyhow::ensure!(p >= Duration::from_millis(100), "--vault-poll-interval must be at least 100ms");
+            cfg.poll_interval = p;
+        }
+        Ok(Some(cfg))
+    }
 }

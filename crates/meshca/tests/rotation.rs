@@ -18,6 +18,7 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const CLIENTS: usize = 8;
 const SWAPS: usize = 20;
 const INTERS: usize = 4;
+const PACE: Duration = Duration::from_millis(15);
 
 fn style_of(swap: usize) -> Style {
     match swap {
@@ -61,7 +62,12 @@ async fn load(
     root: Arc<String>,
 ) -> (Vec<Sample>, Vec<String>) {
     let (mut samples, mut errors) = (Vec::new(), Vec::new());
+    // A request every 15 ms per client (or back to back if slower): continuous, and few enough
+    // leaves for openssl to check them all on two cores.
+    let mut pace = tokio::time::interval(PACE);
+    pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while !stop.load(Ordering::Relaxed) {
+        pace.tick().await;
         let sent = Instant::now();
         let r = w.try_issue().await;
         let recv = Instant::now();
@@ -125,9 +131,10 @@ async fn intermediate_rotation_under_load_is_seamless() {
             }
             assert!(recv < deadline, "swap {i} ({style:?}) to a{next}: not in use after 10s\n{}", server.logs());
         };
-        // The expiry gauge follows the new intermediate at once, and exactly one reload was counted per swap.
+        // The expiry gauge follows the new intermediate at once.
         assert_eq!(metric(&server, CHAIN_EXPIRY), sets[next].not_after() as f64, "swap {i}");
-        assert_eq!(metric(&server, RELOADS), (i + 1) as f64, "swap {i}: mixed states must never be swapped in");
+        // Mixed states are never swapped in: exactly one reload per swap.
+        expect_counter(&server, RELOADS, (i + 1) as f64).await;
         let refused = metric(&server, FAILURES) - failures_before;
         rotations.push(Rotation { style, written, seen, refused });
         // Let every load client complete two more requests (so one was sent after the swap) before the next.
@@ -161,8 +168,9 @@ async fn intermediate_rotation_under_load_is_seamless() {
     );
     assert!(errors.is_empty(), "{} failed requests, first: {}", errors.len(), errors[0]);
     assert!(worst < 5000.0, "worst rotation latency {worst:.0} ms (goal < 1 s, limit 5 s)");
+    let in_place = rotations.iter().filter(|r| r.style == Style::InPlace).count();
     assert!(
-        in_place_refusals >= (SWAPS - 14) as f64,
+        in_place_refusals >= in_place as f64,
         "the in-place overwrites should expose mixed sets that are refused; refused {in_place_refusals}"
     );
 
@@ -181,11 +189,21 @@ async fn intermediate_rotation_under_load_is_seamless() {
         );
     }
     // Every chain verifies with openssl against root A (the bundle throughout), grouped by intermediate.
-    for (k, inter) in inters.iter().enumerate() {
-        let leaves: Vec<String> = samples.iter().filter(|s| s.inter == k).map(|s| s.leaf.clone()).collect();
-        assert!(!leaves.is_empty(), "no leaf from a{k}");
-        verify_batch(&w.join(format!("verify-a{k}")), &root, Some(inter), &leaves).unwrap();
-    }
+    let t_verify = Instant::now();
+    std::thread::scope(|scope| {
+        let checks: Vec<_> = (0..INTERS)
+            .map(|k| {
+                let leaves: Vec<String> = samples.iter().filter(|s| s.inter == k).map(|s| s.leaf.clone()).collect();
+                assert!(!leaves.is_empty(), "no leaf from a{k}");
+                let (dir, root, inter) = (w.join(format!("verify-a{k}")), &root, &inters[k]);
+                scope.spawn(move || verify_batch(&dir, root, Some(inter), &leaves))
+            })
+            .collect();
+        for (k, c) in checks.into_iter().enumerate() {
+            c.join().unwrap().unwrap_or_else(|e| panic!("leaves from a{k}: {e}"));
+        }
+    });
+    println!("ROTATION_VERIFY leaves={} openssl_secs={:.1}", samples.len(), t_verify.elapsed().as_secs_f64());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -280,7 +298,7 @@ async fn root_rotation_in_three_steps_is_taken_live() {
     let status = server.status();
     assert_eq!(status["last_error"], serde_json::Value::Null, "{status}");
     assert_eq!(metric(&server, FAILURES), 0.0, "no step of the rotation was refused");
-    assert_eq!(metric(&server, RELOADS), 3.0);
+    expect_counter(&server, RELOADS, 3.0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -331,7 +349,7 @@ async fn self_signed_switches_to_plugged_without_restart() {
     for with_self_signed_root in [true, false] {
         let sub = w.join(format!("keep-{with_self_signed_root}"));
         let ca = sub.join("cacerts");
-        assert!(!ca.exists());
+        std::fs::create_dir_all(&sub).unwrap();
         let server =
             Server::start(&bin(), &sub, ServerOptions { ca_dir: Some(ca.clone()), ..Default::default() }).unwrap();
         assert_eq!(server.status()["source"], "self-signed");

@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
 /// The default service-account token of a Kubernetes pod.
+/// Wait before retrying a failed renewal or login.
+const RETRY: Duration = Duration::from_secs(5);
+
 pub const K8S_TOKEN_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
 
 #[derive(Clone)]
@@ -113,9 +116,11 @@ fn login_refused(method: &str, path: &str, e: VaultError, fix: &str) -> VaultErr
         VaultError::Status { status, errors, .. } => {
             VaultError::Auth(format!("Vault refused the {method} login at /v1/{path} ({status}: {errors}). {fix}"))
         }
-        VaultError::Forbidden { errors, .. } => {
-            VaultError::Auth(format!("Vault refused the {method} login at /v1/{path} (403: {errors}). {fix}"))
-        }
+        VaultError::Forbidden { errors, .. } => VaultError::Auth(format!(
+            "Vault refused the {method} login at /v1/{path} (403: {errors}). {fix}. Vault also answers 403 when no \
+             {method} auth method is mounted at \"{}/\": check `bao auth list` and --vault-auth-mount",
+            super::client::mount_of(path)
+        )),
         VaultError::MountMissing { mount, .. } => VaultError::Auth(format!(
             "Vault has no auth method mounted at \"{mount}/\" (POST /v1/{path}: no handler for route). Enable it \
              (`bao auth enable -path={} {method}`) or set --vault-auth-mount",
@@ -161,6 +166,17 @@ impl Auth {
     /// Renew the token if due; log in again when renewal is impossible or fails.
     pub async fn maintain(&self, client: &VaultClient) -> Result<(), VaultError> {
         let mut st = self.state.lock().await;
+        let r = self.maintain_locked(client, &mut st).await;
+        if r.is_err() {
+            // Vault is down or refusing: try again in a while rather than at every wake-up.
+            if let Some(t) = st.as_mut() {
+                t.renew_at = Some(Instant::now() + RETRY);
+            }
+        }
+        r
+    }
+
+    async fn maintain_locked(&self, client: &VaultClient, st: &mut Option<Token>) -> Result<(), VaultError> {
         let due = match st.as_ref() {
             None => true,
             Some(t) => t.renew_at.is_some_and(|r| Instant::now() >= r),
@@ -183,13 +199,7 @@ impl Auth {
                         return Ok(());
                     }
                 }
-                Err(e) if !self.can_login() => {
-                    if let Some(t) = st.as_mut() {
-                        // Try again in a while rather than at every loop.
-                        t.renew_at = Some(Instant::now() + Duration::from_secs(5));
-                    }
-                    return Err(e);
-                }
+                Err(e) if !self.can_login() => return Err(e),
                 Err(e) => tracing::warn!("Vault token renewal failed, logging in again: {e}"),
             }
         }

@@ -40,7 +40,7 @@ async fn kv2_mount(client: &VaultClient, path: &str) -> Option<String> {
 /// The data of a KV secret, v1 or v2 (detected from the answer, or from
 /// Vault's "versioned K/V" warning when a v2 secret is addressed without `data/`).
 pub async fn read_kv(client: &VaultClient, path: &str) -> Result<(String, Value), VaultError> {
-    let what = "KV secret holding the CA key";
+    let what = "KV secret holding the CA key (--vault-key-path)";
     match client.read(path, what).await {
         Ok(v) => {
             let d = &v["data"];

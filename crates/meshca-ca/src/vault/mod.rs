@@ -214,7 +214,12 @@ impl VaultSource {
                 Some(up) => up.rotate_at().duration_since(now).unwrap_or_default(),
                 None => self.cfg.poll_interval,
             };
-            let mut wait = if failures > 0 { backoff(failures, self.cfg.max_backoff) } else { due };
+            // After a failure: retry with backoff (in vault-kv never later than the next regular poll).
+            let mut wait = match (failures, &self.upstream) {
+                (0, _) => due,
+                (n, Some(_)) => backoff(n, self.cfg.max_backoff),
+                (n, None) => backoff(n, self.cfg.max_backoff).min(self.cfg.poll_interval),
+            };
             if let Some(renew_in) = self.client.renew_due_in().await {
                 wait = wait.min(renew_in);
             }
@@ -239,18 +244,17 @@ impl VaultSource {
             };
             match result {
                 Ok(material) => {
+                    let prev_failures = failures;
                     let recovered = failures > 0;
                     failures = 0;
                     let location = self.cfg.location();
                     match swapper.offer(material, SourceKind::Vault, location.clone(), &self.bundle_name()) {
                         Outcome::Unchanged if recovered => {
                             // Same material as before the failures: clear the error shown in /status.
-                            if let Ok(m) = self.refetch_for_status(now).await {
-                                swapper.active.replace(m, SourceKind::Vault, location, swapper.clock.now());
-                            }
+                            swapper.active.reload_ok(swapper.clock.now());
                             tracing::info!("Vault refresh succeeded again; the CA material is unchanged");
                         }
-                        Outcome::Refused(_) => failures = 1,
+                        Outcome::Refused(_) => failures = prev_failures.saturating_add(1),
                         other => tracing::debug!(?other, "Vault refresh"),
                     }
                 }
@@ -270,10 +274,6 @@ impl VaultSource {
     }
 
     /// `vault-kv` only: fetch again to obtain an owned copy for the status reset.
-    async fn refetch_for_status(&self, now: std::time::SystemTime) -> Result<CaMaterial, VaultError> {
-        kv::fetch(&self.client, &self.cfg.kv, now).await
-    }
-
     fn bundle_name(&self) -> String {
         match self.cfg.mode {
             VaultMode::Kv => format!("Vault {}", self.cfg.kv.root),

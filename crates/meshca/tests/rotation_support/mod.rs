@@ -202,7 +202,7 @@ impl CaDir {
         match style {
             Style::Kube => self.kube_write(&files),
             Style::Editor => self.editor_write(&files),
-            Style::InPlace => self.in_place_write(&files, Duration::from_millis(250)).await,
+            Style::InPlace => self.in_place_write(&files, Duration::from_millis(200)).await,
         }
     }
 }
@@ -310,6 +310,17 @@ pub fn metric(server: &Server, name: &str) -> f64 {
         .unwrap_or_else(|e| panic!("metric {name}: {e}"))
 }
 
+/// Wait (up to 2 s) for a counter to reach `want`, then check it did not pass it. Counters are
+/// bumped just after the snapshot swap, so a scrape right after the first new leaf may lag.
+pub async fn expect_counter(server: &Server, name: &str, want: f64) {
+    let got = poll(&format!("{name} >= {want}"), Duration::from_secs(2), || {
+        let v = metric(server, name);
+        (v >= want).then_some(v)
+    })
+    .await;
+    assert_eq!(got, want, "{name}");
+}
+
 pub const FAILURES: &str = "meshca_ca_reload_failures_total";
 pub const RELOADS: &str = "meshca_ca_reload_total";
 pub const ROOTS: &str = "meshca_trust_roots";
@@ -327,7 +338,9 @@ pub fn verify_batch(dir: &Path, roots: &str, inter: Option<&str>, leaves: &[Stri
         std::fs::write(&inter_file, i).unwrap();
     }
     for (b, batch) in leaves.chunks(400).enumerate() {
-        let mut args = vec!["verify".to_string(), "-CAfile".into(), roots_file.display().to_string()];
+        // Only the given roots: no system store.
+        let mut args: Vec<String> = ["verify", "-no-CApath", "-no-CAstore", "-CAfile"].map(String::from).into();
+        args.push(roots_file.display().to_string());
         if inter.is_some() {
             args.extend(["-untrusted".to_string(), inter_file.display().to_string()]);
         }

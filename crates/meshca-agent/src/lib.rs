@@ -1,0 +1,102 @@
+//! meshca's node agent: a certificate manager that obtains workload
+//! certificates from the CA (key generated here, never sent anywhere but to
+//! Envoy over SDS and to the output directory) and serves them to Envoy.
+#![forbid(unsafe_code)]
+
+pub mod caclient;
+pub mod cert;
+pub mod error;
+pub mod http;
+pub mod manager;
+pub mod metrics;
+pub mod output;
+pub mod sds;
+pub mod sds_client;
+pub mod trust;
+
+pub use caclient::{CaEndpoint, GrpcSigner, Identity, Signer};
+pub use cert::Cert;
+/// Envoy's protobuf types, for SDS clients in tests.
+pub use envoy_types;
+pub use error::AgentError;
+pub use manager::{CertManager, CertState, Clock, ManagerConfig, SystemClock};
+pub use metrics::Metrics;
+
+use anyhow::Context;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Everything `meshca agent` needs.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub ca: CaEndpoint,
+    pub token_file: PathBuf,
+    pub manager: ManagerConfig,
+    pub sds_socket: PathBuf,
+    pub output_dir: Option<PathBuf>,
+    pub http_addr: Option<String>,
+    /// The CA's HTTP port, for the trust bundle long-poll and `/status`.
+    pub ca_http_addr: Option<String>,
+    pub status_interval: Duration,
+}
+
+/// Run the agent until `shutdown` resolves.
+pub async fn run(
+    cfg: AgentConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::default());
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let signer = GrpcSigner::new(cfg.ca.clone());
+    let manager = CertManager::start(signer, cfg.manager.clone(), metrics.clone(), clock.clone());
+    let identity = Identity { name: sds::DEFAULT_RESOURCE.to_string(), token_file: cfg.token_file.clone() };
+    let mut first = manager.subscribe(&identity);
+
+    if let Some(addr) = &cfg.ca_http_addr {
+        let w = trust::TrustWatchConfig {
+            ca_http_addr: addr.clone(),
+            long_poll: Duration::from_secs(60),
+            status_interval: cfg.status_interval,
+        };
+        tokio::spawn(trust::watch_bundle(w.clone(), manager.clone(), metrics.clone()));
+        tokio::spawn(trust::watch_signer(w, manager.clone(), metrics.clone()));
+    }
+    if let Some(dir) = &cfg.output_dir {
+        tokio::spawn(output::write_files(dir.clone(), manager.subscribe(&identity), manager.trust()));
+    }
+    if let Some(addr) = &cfg.http_addr {
+        let listener =
+            tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding --http-addr {addr}"))?;
+        tracing::info!("agent HTTP (health, metrics) on {}", listener.local_addr()?);
+        let app = http::router(http::HttpState {
+            manager: manager.clone(),
+            identity: identity.clone(),
+            metrics: metrics.clone(),
+            clock: clock.clone(),
+        });
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!("agent HTTP server: {e}");
+            }
+        });
+    }
+    // Log the first outcome so an operator sees at once whether the CA answers.
+    tokio::spawn(async move {
+        loop {
+            match &*first.borrow_and_update() {
+                CertState::Available(c) => {
+                    tracing::info!(identity = %c.spiffe_id, "first certificate ready");
+                    return;
+                }
+                CertState::Unavailable(e) => tracing::warn!("no certificate yet: {e}"),
+                CertState::Initializing => {}
+            }
+            if first.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+    let service = sds::SdsService::new(manager, identity, metrics);
+    sds::serve(&cfg.sds_socket, service, shutdown).await
+}

@@ -1,0 +1,290 @@
+//! Envoy's Secret Discovery Service (state of the world `StreamSecrets`) on a
+//! unix socket: `default` is the workload certificate and key, `ROOTCA` the
+//! trust bundle. Each stream tracks what it subscribed to, the nonce of the
+//! last response and the content it carried: a subscription (or a
+//! reconnection) is answered at once, an ACK needs nothing, a NACK is logged
+//! and the stream keeps serving, and a change of either resource is pushed.
+
+use crate::caclient::Identity;
+use crate::manager::{CertManager, CertState};
+use crate::metrics::Metrics;
+use envoy_types::pb::envoy::config::core::v3::{data_source::Specifier, DataSource};
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    secret, CertificateValidationContext, Secret, TlsCertificate,
+};
+use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_server::{
+    SecretDiscoveryService, SecretDiscoveryServiceServer,
+};
+use envoy_types::pb::google::protobuf::Any;
+use prost::{Message, Name};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+/// Resource name of the workload certificate.
+pub const DEFAULT_RESOURCE: &str = "default";
+/// Resource name of the trust bundle.
+pub const ROOT_RESOURCE: &str = "ROOTCA";
+
+pub fn secret_type_url() -> String {
+    Secret::type_url()
+}
+
+#[derive(Clone)]
+pub struct SdsService {
+    manager: CertManager,
+    identity: Identity,
+    metrics: Arc<Metrics>,
+    streams: Arc<AtomicU64>,
+}
+
+impl SdsService {
+    pub fn new(manager: CertManager, identity: Identity, metrics: Arc<Metrics>) -> Self {
+        Self { manager, identity, metrics, streams: Arc::new(AtomicU64::new(0)) }
+    }
+
+    pub fn into_server(self) -> SecretDiscoveryServiceServer<Self> {
+        SecretDiscoveryServiceServer::new(self)
+    }
+}
+
+fn inline(bytes: &[u8]) -> Option<DataSource> {
+    Some(DataSource { specifier: Some(Specifier::InlineBytes(bytes.to_vec())), ..Default::default() })
+}
+
+/// The secret named `name`, if we have it now.
+fn build(name: &str, cert: &CertState, trust: Option<&str>) -> Option<Secret> {
+    let kind = match name {
+        DEFAULT_RESOURCE => {
+            let c = cert.cert()?;
+            secret::Type::TlsCertificate(TlsCertificate {
+                certificate_chain: inline(c.chain_pem.as_bytes()),
+                private_key: inline(c.key_pem.as_bytes()),
+                ..Default::default()
+            })
+        }
+        ROOT_RESOURCE => secret::Type::ValidationContext(CertificateValidationContext {
+            trusted_ca: inline(trust?.as_bytes()),
+            ..Default::default()
+        }),
+        _ => return None,
+    };
+    Some(Secret { name: name.to_string(), r#type: Some(kind) })
+}
+
+/// One stream's protocol state.
+struct StreamState {
+    id: u64,
+    node: String,
+    subscribed: BTreeSet<String>,
+    last_nonce: String,
+    /// name -> encoded secret of the last response.
+    last_sent: BTreeMap<String, Vec<u8>>,
+    nonces: u64,
+}
+
+struct Conn {
+    tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
+    cert: watch::Receiver<CertState>,
+    trust: watch::Receiver<Option<Arc<str>>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Conn {
+    /// Send the subscribed resources when they differ from the last response
+    /// (or always, with `force`). Nothing is sent while none is available.
+    async fn push(&mut self, st: &mut StreamState, force: bool) -> bool {
+        let cert = self.cert.borrow_and_update().clone();
+        let trust = self.trust.borrow_and_update().clone();
+        let mut content = BTreeMap::new();
+        for name in &st.subscribed {
+            if let Some(s) = build(name, &cert, trust.as_deref()) {
+                content.insert(name.clone(), s.encode_to_vec());
+            } else if name != DEFAULT_RESOURCE && name != ROOT_RESOURCE {
+                tracing::warn!(stream = st.id, node = %st.node, resource = %name, "SDS: unknown resource requested");
+            }
+        }
+        if content.is_empty() || (!force && content == st.last_sent) {
+            return true;
+        }
+        let mut digest = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        for (k, v) in &content {
+            digest.update(k.as_bytes());
+            digest.update(v);
+        }
+        let version = hex::encode(&digest.finish().as_ref()[..8]);
+        st.nonces += 1;
+        let nonce = format!("{}-{}", st.nonces, hex::encode(rand::random::<[u8; 4]>()));
+        let resources =
+            content.values().map(|v| Any { type_url: secret_type_url(), value: v.clone() }).collect::<Vec<_>>();
+        let resp = DiscoveryResponse {
+            version_info: version.clone(),
+            resources,
+            type_url: secret_type_url(),
+            nonce: nonce.clone(),
+            ..Default::default()
+        };
+        tracing::info!(stream = st.id, node = %st.node, version = %version, resources = ?content.keys().collect::<Vec<_>>(), "SDS: push");
+        st.last_nonce = nonce;
+        st.last_sent = content;
+        Metrics::inc(&self.metrics.sds_pushes);
+        self.tx.send(Ok(resp)).await.is_ok()
+    }
+
+    /// Handle one request; false ends the stream.
+    async fn request(&mut self, st: &mut StreamState, req: DiscoveryRequest) -> bool {
+        if let Some(node) = &req.node {
+            st.node = node.id.clone();
+        }
+        if !req.type_url.is_empty() && req.type_url != secret_type_url() {
+            tracing::warn!(stream = st.id, type_url = %req.type_url, "SDS: unexpected type URL, ignoring request");
+            return true;
+        }
+        if let Some(err) = &req.error_detail {
+            Metrics::inc(&self.metrics.sds_nacks);
+            tracing::warn!(
+                stream = st.id, node = %st.node, nonce = %req.response_nonce, version = %req.version_info,
+                code = err.code, "SDS: Envoy rejected the secrets (NACK): {}", err.message
+            );
+            return true;
+        }
+        if !req.response_nonce.is_empty() && req.response_nonce != st.last_nonce {
+            tracing::debug!(stream = st.id, nonce = %req.response_nonce, "SDS: stale nonce, ignored");
+            return true;
+        }
+        let names: BTreeSet<String> = req.resource_names.iter().cloned().collect();
+        let initial = req.response_nonce.is_empty();
+        if !initial && names == st.subscribed {
+            Metrics::inc(&self.metrics.sds_acks);
+            tracing::debug!(stream = st.id, version = %req.version_info, "SDS: ACK");
+            return true;
+        }
+        tracing::info!(stream = st.id, node = %st.node, resources = ?names, "SDS: subscribe");
+        st.subscribed = names;
+        self.push(st, true).await
+    }
+}
+
+async fn serve_stream(mut inbound: Streaming<DiscoveryRequest>, mut conn: Conn, id: u64) {
+    struct Gauge(Arc<Metrics>);
+    impl Drop for Gauge {
+        fn drop(&mut self) {
+            self.0.sds_connections.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    conn.metrics.sds_connections.fetch_add(1, Ordering::Relaxed);
+    Metrics::inc(&conn.metrics.sds_streams_total);
+    let _gauge = Gauge(conn.metrics.clone());
+    let mut st = StreamState {
+        id,
+        node: String::new(),
+        subscribed: BTreeSet::new(),
+        last_nonce: String::new(),
+        last_sent: BTreeMap::new(),
+        nonces: 0,
+    };
+    loop {
+        let ok = tokio::select! {
+            msg = inbound.message() => match msg {
+                Ok(Some(req)) => conn.request(&mut st, req).await,
+                Ok(None) => false,
+                Err(e) => {
+                    tracing::debug!(stream = id, "SDS stream error: {e}");
+                    false
+                }
+            },
+            r = conn.cert.changed() => r.is_ok() && conn.push(&mut st, false).await,
+            r = conn.trust.changed() => r.is_ok() && conn.push(&mut st, false).await,
+        };
+        if !ok {
+            break;
+        }
+    }
+    tracing::info!(stream = id, node = %st.node, "SDS: stream closed");
+}
+
+type DeltaStream = Pin<
+    Box<
+        dyn tokio_stream::Stream<
+                Item = Result<envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryResponse, Status>,
+            > + Send,
+    >,
+>;
+
+#[tonic::async_trait]
+impl SecretDiscoveryService for SdsService {
+    type DeltaSecretsStream = DeltaStream;
+    type StreamSecretsStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
+
+    async fn delta_secrets(
+        &self,
+        _request: Request<Streaming<envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaSecretsStream>, Status> {
+        Err(Status::unimplemented("delta SDS is not supported; use state of the world (StreamSecrets)"))
+    }
+
+    async fn stream_secrets(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamSecretsStream>, Status> {
+        let (tx, rx) = mpsc::channel(16);
+        let conn = Conn {
+            tx,
+            cert: self.manager.subscribe(&self.identity),
+            trust: self.manager.trust(),
+            metrics: self.metrics.clone(),
+        };
+        let id = self.streams.fetch_add(1, Ordering::Relaxed) + 1;
+        tokio::spawn(serve_stream(request.into_inner(), conn, id));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn fetch_secrets(&self, request: Request<DiscoveryRequest>) -> Result<Response<DiscoveryResponse>, Status> {
+        let req = request.into_inner();
+        let cert = self.manager.subscribe(&self.identity).borrow().clone();
+        let trust = self.manager.trust().borrow().clone();
+        let resources: Vec<Any> = req
+            .resource_names
+            .iter()
+            .filter_map(|n| build(n, &cert, trust.as_deref()))
+            .map(|s| Any { type_url: secret_type_url(), value: s.encode_to_vec() })
+            .collect();
+        if resources.is_empty() {
+            return Err(Status::unavailable("no requested secret is available yet"));
+        }
+        Ok(Response::new(DiscoveryResponse { resources, type_url: secret_type_url(), ..Default::default() }))
+    }
+}
+
+/// Bind the unix socket (replacing a stale one) and serve until `shutdown`.
+pub async fn serve(
+    path: &Path,
+    service: SdsService,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => tracing::info!("removed a stale SDS socket at {}", path.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing the old socket {}", path.display())),
+    }
+    let listener =
+        tokio::net::UnixListener::bind(path).with_context(|| format!("binding the SDS socket {}", path.display()))?;
+    tracing::info!("SDS listening on {}", path.display());
+    tonic::transport::Server::builder()
+        .add_service(service.into_server())
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::UnixListenerStream::new(listener), shutdown)
+        .await
+        .context("SDS server")?;
+    let _ = std::fs::remove_file(path);
+    Ok(())
+}

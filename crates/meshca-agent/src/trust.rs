@@ -1,0 +1,108 @@
+//! Watching the CA for new material over its HTTP port: a long-poll of
+//! `/root-cert.pem` (ETag + `?wait=`) brings a new trust bundle to Envoy at
+//! once, and a poll of `/status` notices a new signing chain. Either change
+//! makes the manager renew every certificate early.
+
+use crate::manager::CertManager;
+use crate::metrics::Metrics;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct TrustWatchConfig {
+    /// host:port of the CA's plain-HTTP port.
+    pub ca_http_addr: String,
+    /// How long one long-poll may wait.
+    pub long_poll: Duration,
+    /// How often to compare the CA's signing chain.
+    pub status_interval: Duration,
+}
+
+/// Long-poll the bundle until the process ends.
+pub async fn watch_bundle(cfg: TrustWatchConfig, manager: CertManager, metrics: Arc<Metrics>) {
+    let client = reqwest::Client::builder().timeout(cfg.long_poll + Duration::from_secs(10)).build().expect("client");
+    let url = format!("http://{}/root-cert.pem?wait={}", cfg.ca_http_addr, cfg.long_poll.as_secs().max(1));
+    let mut etag: Option<String> = None;
+    let mut failures = 0u32;
+    loop {
+        let mut req = client.get(&url);
+        if let Some(e) = &etag {
+            req = req.header("if-none-match", e.as_str());
+        }
+        let res = async {
+            let resp = req.send().await?;
+            let status = resp.status();
+            let tag = resp.headers().get("etag").and_then(|v| v.to_str().ok()).map(str::to_string);
+            let body = resp.text().await?;
+            Ok::<_, reqwest::Error>((status, tag, body))
+        }
+        .await;
+        match res {
+            Ok((s, _, _)) if s == reqwest::StatusCode::NOT_MODIFIED => failures = 0,
+            Ok((s, tag, body)) if s.is_success() && body.contains("BEGIN CERTIFICATE") => {
+                failures = 0;
+                let first = etag.is_none();
+                etag = tag;
+                if manager.set_trust_from_ca(&body) {
+                    tracing::info!(etag = ?etag, "trust bundle from the CA: pushing ROOTCA");
+                    if !first {
+                        manager.renew_early();
+                    }
+                }
+            }
+            other => {
+                failures += 1;
+                Metrics::inc(&metrics.trust_watch_errors);
+                let what = match other {
+                    Ok((s, _, _)) => format!("HTTP {s}"),
+                    Err(e) => e.to_string(),
+                };
+                tracing::warn!(failures, "polling the CA's trust bundle failed: {what}");
+                let delay = crate::manager::backoff(
+                    Duration::from_millis(500),
+                    Duration::from_secs(15),
+                    failures,
+                    rand::random::<f64>(),
+                );
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+/// The fingerprints of the CA's signing material from `/status`.
+fn signing_key(status: &serde_json::Value) -> Option<String> {
+    let signer = status.get("signer")?.get("sha256")?.as_str()?.to_string();
+    let chain: Vec<&str> = status
+        .get("chain")
+        .and_then(|c| c.as_array())
+        .map(|a| a.iter().filter_map(|c| c.get("sha256").and_then(|s| s.as_str())).collect())
+        .unwrap_or_default();
+    let bundle = status.get("root_bundle_etag").and_then(|s| s.as_str()).unwrap_or("");
+    Some(format!("{signer}|{}|{bundle}", chain.join(",")))
+}
+
+/// Poll `/status` and renew early when the signing chain changes.
+pub async fn watch_signer(cfg: TrustWatchConfig, manager: CertManager, metrics: Arc<Metrics>) {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client");
+    let url = format!("http://{}/status", cfg.ca_http_addr);
+    let mut last: Option<String> = None;
+    loop {
+        let res = async { client.get(&url).send().await?.error_for_status()?.json::<serde_json::Value>().await }.await;
+        match res.as_ref().map(signing_key) {
+            Ok(Some(key)) => {
+                if last.as_ref().is_some_and(|l| *l != key) {
+                    tracing::info!("the CA signs with new material: renewing early");
+                    manager.renew_early();
+                }
+                last = Some(key);
+            }
+            Ok(None) => tracing::warn!("the CA's /status has no signer fingerprint"),
+            Err(e) => {
+                Metrics::inc(&metrics.trust_watch_errors);
+                tracing::debug!("polling the CA's /status failed: {e}");
+            }
+        }
+        tokio::time::sleep(cfg.status_interval).await;
+    }
+}

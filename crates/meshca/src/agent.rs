@@ -1,0 +1,125 @@
+//! `meshca agent`: the node agent. Gets the workload certificate from the CA
+//! with a locally generated key, serves it to Envoy over SDS on a unix socket,
+//! optionally writes it to a directory, and follows CA rotations.
+
+use anyhow::Context;
+use clap::Args;
+use meshca_agent::{AgentConfig, CaEndpoint, ManagerConfig};
+use meshca_pki::KeyKind;
+use std::path::PathBuf;
+use std::time::Duration;
+
+fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| e.to_string())
+}
+
+#[derive(Args, Debug)]
+pub struct AgentArgs {
+    /// CA gRPC address host:port
+    #[arg(long, env = "MESHCA_AGENT_CA_ADDR", default_value = "127.0.0.1:15012")]
+    ca_addr: String,
+    /// Root bundle to verify the CA's serving certificate; roots the CA later returns are trusted too
+    #[arg(long, env = "MESHCA_AGENT_CA_ROOT", conflicts_with = "plaintext", required_unless_present = "plaintext")]
+    ca_root: Option<PathBuf>,
+    /// Talk to a CA started with --plaintext (local use only)
+    #[arg(long, env = "MESHCA_AGENT_PLAINTEXT")]
+    plaintext: bool,
+    /// TLS server name expected in the CA's certificate
+    #[arg(long, env = "MESHCA_AGENT_CA_SERVER_NAME", default_value = "istiod.istio-system.svc")]
+    ca_server_name: String,
+    /// The CA's HTTP address (plain HTTP): long-poll of /root-cert.pem and /status for fast rotation
+    #[arg(long, env = "MESHCA_AGENT_CA_HTTP_ADDR")]
+    ca_http_addr: Option<String>,
+    /// How often to compare the CA's signing chain (with --ca-http-addr)
+    #[arg(long, env = "MESHCA_AGENT_CA_STATUS_INTERVAL", default_value = "5s", value_parser = duration)]
+    ca_status_interval: Duration,
+    /// Bearer token file, re-read for every request
+    #[arg(long, env = "MESHCA_AGENT_TOKEN_FILE")]
+    token_file: PathBuf,
+    /// Sent to the CA as the clusterid header
+    #[arg(long, env = "MESHCA_AGENT_CLUSTER_ID", default_value = "Kubernetes")]
+    cluster_id: String,
+    /// Workload key type
+    #[arg(long, env = "MESHCA_AGENT_KEY", default_value = "ec-p256")]
+    key: KeyKind,
+    /// Unix socket Envoy reads SDS from
+    #[arg(long, env = "MESHCA_AGENT_SDS_SOCKET", default_value = "./var/run/secrets/workload-spiffe-uds/socket")]
+    sds_socket: PathBuf,
+    /// Also write cert-chain.pem, key.pem (0600) and root-cert.pem here
+    #[arg(long, env = "MESHCA_AGENT_OUTPUT_DIR")]
+    output_dir: Option<PathBuf>,
+    /// Renew this fraction of the way through the certificate's lifetime (±1% jitter)
+    #[arg(long, env = "MESHCA_AGENT_GRACE_RATIO", default_value_t = 0.5)]
+    grace_ratio: f64,
+    /// Requested certificate lifetime
+    #[arg(long, env = "MESHCA_AGENT_TTL", default_value = "24h", value_parser = duration)]
+    ttl: Duration,
+    /// Health and metrics address (e.g. 127.0.0.1:15020)
+    #[arg(long, env = "MESHCA_AGENT_HTTP_ADDR")]
+    http_addr: Option<String>,
+    /// Early renewals after a CA change are spread over this window
+    #[arg(long, env = "MESHCA_AGENT_ROTATION_JITTER", default_value = "1s", value_parser = duration)]
+    rotation_jitter: Duration,
+    /// At most this many CSRs in flight
+    #[arg(long, env = "MESHCA_AGENT_MAX_CONCURRENT_CSRS", default_value_t = 8)]
+    max_concurrent_csrs: usize,
+    /// First retry delay after a failed request (doubles up to --retry-max, with jitter)
+    #[arg(long, env = "MESHCA_AGENT_RETRY_INITIAL", default_value = "500ms", value_parser = duration)]
+    retry_initial: Duration,
+    #[arg(long, env = "MESHCA_AGENT_RETRY_MAX", default_value = "30s", value_parser = duration)]
+    retry_max: Duration,
+    /// text or json; MESHCA_LOG sets the filter
+    #[arg(long, env = "MESHCA_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+}
+
+impl AgentArgs {
+    fn config(self) -> anyhow::Result<AgentConfig> {
+        anyhow::ensure!(
+            self.grace_ratio > 0.0 && self.grace_ratio < 1.0,
+            "--grace-ratio {} must be between 0 and 1",
+            self.grace_ratio
+        );
+        anyhow::ensure!(self.ttl >= Duration::from_secs(1), "--ttl must be at least 1s");
+        Ok(AgentConfig {
+            ca: CaEndpoint {
+                addr: self.ca_addr,
+                root_file: if self.plaintext { None } else { self.ca_root },
+                server_name: self.ca_server_name,
+                cluster_id: self.cluster_id,
+            },
+            token_file: self.token_file,
+            manager: ManagerConfig {
+                key: self.key,
+                ttl: self.ttl,
+                grace_ratio: self.grace_ratio,
+                jitter_ratio: 0.01,
+                max_concurrent: self.max_concurrent_csrs.max(1),
+                backoff_initial: self.retry_initial,
+                backoff_max: self.retry_max.max(self.retry_initial),
+                early_jitter: self.rotation_jitter,
+            },
+            sds_socket: self.sds_socket,
+            output_dir: self.output_dir,
+            http_addr: self.http_addr,
+            ca_http_addr: self.ca_http_addr,
+            status_interval: self.ca_status_interval,
+        })
+    }
+}
+
+pub fn run(args: AgentArgs) -> anyhow::Result<()> {
+    let cfg = args.config()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.block_on(async move {
+        let shutdown = async {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {},
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {},
+            }
+            tracing::info!("shutting down");
+        };
+        meshca_agent::run(cfg, shutdown).await.context("meshca agent")
+    })
+}
