@@ -12,7 +12,6 @@ use crate::metrics::Metrics;
 use meshca_pki::{KeyKind, PrivateKey};
 use rand::Rng;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, watch};
@@ -93,9 +92,8 @@ enum Cmd {
 
 struct Shared {
     states: Mutex<HashMap<Identity, watch::Sender<CertState>>>,
+    /// The bundle from the latest CSR response (authenticated by the CA's TLS).
     trust: watch::Sender<Option<Arc<str>>>,
-    /// Once the CA's bundle endpoint has answered, it owns the trust bundle.
-    trust_from_watch: AtomicBool,
     metrics: Arc<Metrics>,
 }
 
@@ -126,12 +124,7 @@ impl CertManager {
     /// Start the worker on the current tokio runtime.
     pub fn start<S: Signer>(signer: S, cfg: ManagerConfig, metrics: Arc<Metrics>, clock: Arc<dyn Clock>) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        let shared = Arc::new(Shared {
-            states: Mutex::new(HashMap::new()),
-            trust: watch::channel(None).0,
-            trust_from_watch: AtomicBool::new(false),
-            metrics,
-        });
+        let shared = Arc::new(Shared { states: Mutex::new(HashMap::new()), trust: watch::channel(None).0, metrics });
         let worker = Worker {
             signer: Arc::new(signer),
             cfg,
@@ -163,12 +156,6 @@ impl CertManager {
     /// The trust bundle (PEM) to hand to workloads.
     pub fn trust(&self) -> watch::Receiver<Option<Arc<str>>> {
         self.shared.trust.subscribe()
-    }
-
-    /// A bundle read from the CA's bundle endpoint. Returns whether it changed.
-    pub fn set_trust_from_ca(&self, pem: &str) -> bool {
-        self.shared.trust_from_watch.store(true, Ordering::Relaxed);
-        self.shared.set_trust(pem)
     }
 
     /// The CA signs with new material: renew every identity soon (with jitter).
@@ -276,9 +263,7 @@ impl<S: Signer> Worker<S> {
                 self.attempts.remove(&id);
                 Metrics::inc(&self.shared.metrics.renewals);
                 self.shared.metrics.set_expiry(&id.name, &cert.spiffe_id, cert.not_after);
-                if !self.shared.trust_from_watch.load(Ordering::Relaxed) {
-                    self.shared.set_trust(&cert.roots_pem);
-                }
+                self.shared.set_trust(&cert.roots_pem);
                 let j = rand::rng().random_range(-1.0..=1.0);
                 let at = if rerun {
                     Instant::now() + self.jitter(self.cfg.early_jitter)

@@ -1,7 +1,10 @@
 //! Watching the CA for new material over its HTTP port: a long-poll of
-//! `/root-cert.pem` (ETag + `?wait=`) brings a new trust bundle to Envoy at
-//! once, and a poll of `/status` notices a new signing chain. Either change
-//! makes the manager renew every certificate early.
+//! `/root-cert.pem` (ETag + `?wait=`) notices a new trust bundle at once, and
+//! a poll of `/status` notices a new signing chain. Either change makes the
+//! manager renew every certificate early. The plain-HTTP answer is only a
+//! signal: the bundle handed to Envoy always comes from a CSR response, over
+//! the TLS channel that authenticates the CA, so nobody on the path to the
+//! HTTP port can inject a root.
 
 use crate::manager::CertManager;
 use crate::metrics::Metrics;
@@ -42,12 +45,11 @@ pub async fn watch_bundle(cfg: TrustWatchConfig, manager: CertManager, metrics: 
             Ok((s, tag, body)) if s.is_success() && body.contains("BEGIN CERTIFICATE") => {
                 failures = 0;
                 let first = etag.is_none();
+                let changed = etag != tag;
                 etag = tag;
-                if manager.set_trust_from_ca(&body) {
-                    tracing::info!(etag = ?etag, "trust bundle from the CA: pushing ROOTCA");
-                    if !first {
-                        manager.renew_early();
-                    }
+                if !first && changed {
+                    tracing::info!(etag = ?etag, "the CA's trust bundle changed: renewing early to receive it");
+                    manager.renew_early();
                 }
             }
             other => {
