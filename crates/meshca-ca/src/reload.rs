@@ -178,7 +178,12 @@ impl Reloader {
             Layout::Istio => "root-cert.pem",
             Layout::KubernetesTls => "ca.crt",
         });
-        self.swapper.offer(material, SourceKind::Plugged, dir.clone(), &bundle.display().to_string())
+        let outcome = self.swapper.offer(material, SourceKind::Plugged, dir.clone(), &bundle.display().to_string());
+        if outcome == Outcome::Unchanged {
+            // The directory holds the active set again (say, the previous secret was put back).
+            self.swapper.active.reload_ok(self.swapper.clock.now());
+        }
+        outcome
     }
 }
 
