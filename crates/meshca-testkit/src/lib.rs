@@ -3,8 +3,10 @@
 //! results with the openssl CLI. Missing tools are loud failures.
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod client;
 pub mod csr;
+pub mod http;
 pub mod openssl;
 pub mod server;
 

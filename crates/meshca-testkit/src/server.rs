@@ -158,16 +158,9 @@ impl Drop for Server {
     }
 }
 
-/// A blocking HTTP/1.1 GET on loopback (no client library needed).
+/// A blocking GET on loopback; the body of a 200 response, else an error.
 pub fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf)?;
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| anyhow::anyhow!("bad HTTP response"))?;
-    anyhow::ensure!(head.starts_with("HTTP/1.1 200"), "GET {path}: {}", head.lines().next().unwrap_or(""));
-    Ok(body.to_string())
+    let (status, _, body) = crate::http::try_http(addr, path, &[])?;
+    anyhow::ensure!(status == 200, "GET {path}: HTTP {status}");
+    Ok(body)
 }

@@ -21,35 +21,20 @@ pub fn bin() -> PathBuf {
 
 /// Run `meshca ARGS`; panics with its output on failure.
 pub fn meshca(args: &[&str]) -> String {
-    let out = Command::new(bin()).args(args).output().expect("running the meshca CLI");
-    assert!(
-        out.status.success(),
-        "meshca {args:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
+    meshca_testkit::cli::meshca(&bin(), args)
 }
 
 pub fn make_root(work: &Path, name: &str) -> PathBuf {
-    let dir = work.join(name);
-    meshca(&["certs", "root", "--out", dir.to_str().unwrap(), "--cn", &format!("Root {name}")]);
-    dir
+    meshca_testkit::cli::make_root(&bin(), work, name)
 }
 
 /// An intermediate under `root` in `work/name` (Istio plug-in layout).
 pub fn make_inter(work: &Path, root: &Path, name: &str) -> PathBuf {
-    let dir = work.join(name);
-    let (r, o) = (root.to_str().unwrap(), dir.to_str().unwrap());
-    meshca(&["certs", "intermediate", "--root", r, "--out", o, "--cluster", name, "--ttl", "30d"]);
-    dir
+    meshca_testkit::cli::make_intermediate(&bin(), work, root, name, "30d")
 }
 
 pub fn make_bundle(out: &Path, inputs: &[&Path]) -> String {
-    let mut args = vec!["certs", "bundle", "--out", out.to_str().unwrap()];
-    args.extend(inputs.iter().map(|p| p.to_str().unwrap()));
-    meshca(&args);
-    std::fs::read_to_string(out).unwrap()
+    meshca_testkit::cli::make_bundle(&bin(), out, inputs)
 }
 
 /// Put a plug-in set into the CA directory: each file renamed into place,
@@ -101,46 +86,13 @@ pub fn norm_serial(s: &str) -> String {
     }
 }
 
-pub async fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+pub async fn poll<T>(what: &str, timeout: Duration, f: impl FnMut() -> Option<T>) -> T {
+    meshca_testkit::http::poll_every(what, timeout, Duration::from_millis(50), f).await
 }
 
 /// A blocking HTTP/1.1 GET: (status, body).
 pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf)?;
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-        return Ok((code, dechunk(body)));
-    }
-    Ok((code, body.to_string()))
-}
-
-/// Undo HTTP/1.1 chunked transfer encoding.
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let n = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16).unwrap_or(0);
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = rest[n..].strip_prefix("\r\n").unwrap_or(&rest[n..]);
-    }
-    out
+    meshca_testkit::http::try_http(addr, path, &[]).map(|(status, _, body)| (status, body))
 }
 
 /// A Prometheus sample (first line starting with `name`), 0 when absent.

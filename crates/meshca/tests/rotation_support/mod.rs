@@ -8,7 +8,6 @@
 use meshca_testkit::{connect, make_csr, openssl, request, CaClient, KeyType, Server};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 pub fn bin() -> PathBuf {
@@ -17,37 +16,22 @@ pub fn bin() -> PathBuf {
 
 /// Run `meshca ARGS`; panics with its output on failure.
 pub fn meshca(args: &[&str]) -> String {
-    let out = Command::new(bin()).args(args).output().expect("running the meshca CLI");
-    assert!(
-        out.status.success(),
-        "meshca {args:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
+    meshca_testkit::cli::meshca(&bin(), args)
 }
 
 /// `meshca certs root` into `work/NAME`; returns the directory.
 pub fn make_root(work: &Path, name: &str) -> PathBuf {
-    let dir = work.join(name);
-    meshca(&["certs", "root", "--out", dir.to_str().unwrap(), "--cn", &format!("Root {name}")]);
-    dir
+    meshca_testkit::cli::make_root(&bin(), work, name)
 }
 
 /// `meshca certs intermediate` under `root` into `work/NAME`.
 pub fn make_inter(work: &Path, root: &Path, name: &str, ttl: &str) -> CaSet {
-    let dir = work.join(name);
-    let (r, o) = (root.to_str().unwrap(), dir.to_str().unwrap());
-    meshca(&["certs", "intermediate", "--root", r, "--out", o, "--cluster", name, "--ttl", ttl]);
-    CaSet::read(&dir)
+    CaSet::read(&meshca_testkit::cli::make_intermediate(&bin(), work, root, name, ttl))
 }
 
 /// `meshca certs bundle` of the given PEM files; returns the bundle PEM.
 pub fn make_bundle(out: &Path, inputs: &[&Path]) -> String {
-    let mut args = vec!["certs", "bundle", "--out", out.to_str().unwrap()];
-    args.extend(inputs.iter().map(|p| p.to_str().unwrap()));
-    meshca(&args);
-    std::fs::read_to_string(out).unwrap()
+    meshca_testkit::cli::make_bundle(&bin(), out, inputs)
 }
 
 /// The order the files of a set are written in: the key last, so that every
@@ -252,43 +236,17 @@ impl Issuer {
 }
 
 /// Poll `f` every 20 ms until it returns `Some`, panicking after `timeout`.
-pub async fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+pub async fn poll<T>(what: &str, timeout: Duration, f: impl FnMut() -> Option<T>) -> T {
+    meshca_testkit::http::poll_every(what, timeout, Duration::from_millis(20), f).await
 }
 
 /// Raw HTTP/1.1 GET with extra headers: (status, lower-cased headers, body).
 pub fn http(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, Vec<(String, String)>, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connect HTTP port");
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).expect("read HTTP response");
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((text.as_str(), ""));
-    let mut lines = head.lines();
-    let status = lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|s| s.parse().ok()).expect("status");
-    let hdrs = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().into()))
-        .collect();
-    (status, hdrs, body.to_string())
+    meshca_testkit::http::http(addr, path, headers)
 }
 
 pub fn header(headers: &[(String, String)], name: &str) -> String {
-    headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap_or_else(|| panic!("no {name} header"))
+    meshca_testkit::http::header(headers, name).map(str::to_string).unwrap_or_else(|| panic!("no {name} header"))
 }
 
 /// The current ETag of /root-cert.pem.
@@ -300,14 +258,7 @@ pub fn root_etag(server: &Server) -> String {
 
 /// The value of an unlabelled sample in the /metrics exposition.
 pub fn metric(server: &Server, name: &str) -> f64 {
-    let text = server.get("/metrics").expect("GET /metrics");
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
-        .unwrap_or_else(|| panic!("metric {name} not found in:\n{text}"))
-        .trim()
-        .parse()
-        .unwrap_or_else(|e| panic!("metric {name}: {e}"))
+    meshca_testkit::http::metric(&server.get("/metrics").expect("GET /metrics"), name)
 }
 
 /// Wait (up to 2 s) for a counter to reach `want`, then check it did not pass it. Counters are

@@ -90,44 +90,14 @@ pub fn write_jwks(path: &Path, keys: &[&SigningKey]) {
 
 /// Raw HTTP/1.1 GET with extra headers: (status, headers lower-cased, body).
 pub fn http(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, Vec<(String, String)>, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connect HTTP port");
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).expect("read HTTP response");
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((text.as_str(), ""));
-    let mut lines = head.lines();
-    let status_line = lines.next().unwrap_or_default();
-    let status: u16 = status_line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("HTTP status");
-    let hdrs = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    (status, hdrs, body.to_string())
+    meshca_testkit::http::http(addr, path, headers)
 }
 
-pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
-}
+#[allow(unused_imports)]
+pub use meshca_testkit::http::header;
 
-/// The value of one sample line, `name` including any labels exactly as
-/// rendered (e.g. `meshca_requests_refused_total{reason="csr"}`).
-pub fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
-        .unwrap_or_else(|| panic!("metric {name} not found in:\n{text}"))
-        .trim()
-        .parse()
-        .unwrap_or_else(|e| panic!("metric {name}: {e}"))
-}
+#[allow(unused_imports)]
+pub use meshca_testkit::http::metric;
 
 pub fn scrape(server: &Server) -> String {
     server.get("/metrics").expect("GET /metrics")
@@ -146,16 +116,9 @@ pub fn audit_after(server: &Server, n: usize) -> Vec<Value> {
     }
 }
 
-/// Run the meshca binary; panics with its output on failure.
+/// Run `meshca ARGS`; panics with its output on failure.
 pub fn meshca(args: &[&str]) -> String {
-    let out = Command::new(bin()).args(args).output().expect("run meshca");
-    assert!(
-        out.status.success(),
-        "meshca {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
+    meshca_testkit::cli::meshca(&bin(), args)
 }
 
 /// Run openssl in `dir`; panics with its output on failure.
