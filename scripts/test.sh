@@ -34,8 +34,8 @@ export MESHCA_ENVOY="$PWD/.venv/bin/envoy"
 # Release-grade optimisation of dependencies keeps crypto-heavy tests fast;
 # see [profile.dev.package."*"] in Cargo.toml.
 if command -v cargo-nextest >/dev/null; then
-  cargo nextest run --workspace --no-fail-fast "$@"
   cargo test --workspace --doc
+  cargo nextest run --workspace --no-fail-fast "$@"
 else
   cargo test --workspace --no-fail-fast "$@"
 fi

@@ -19,11 +19,21 @@ use x509_parser::prelude::FromDer;
 pub struct Floor {
     pub verify_us: f64,
     pub sign_us: f64,
+    /// Not part of the floor: one ES256 signature verification over a
+    /// message as long as the bearer tokens' signing input, the cryptography
+    /// that JWT authentication adds to every request.
+    pub jwt_verify_us: f64,
 }
 
 impl Floor {
+    /// The floor the targets are stated against: CSR verify + certificate sign.
     pub fn total_us(&self) -> f64 {
         self.verify_us + self.sign_us
+    }
+
+    /// The floor plus the token's signature check.
+    pub fn with_jwt_us(&self) -> f64 {
+        self.total_us() + self.jwt_verify_us
     }
 }
 
@@ -113,6 +123,7 @@ pub fn measure(
     ca_key_pem: &str,
     csr_pem: &str,
     tbs: &[u8],
+    token: &str,
     budget: Duration,
 ) -> anyhow::Result<Floor> {
     let der =
@@ -141,5 +152,18 @@ pub fn measure(
         black_box(ca.sign(&rng, black_box(tbs), &mut buf)?);
         Ok(())
     })?;
-    Ok(Floor { verify_us, sign_us })
+    // ES256 as a JWT carries it: fixed-width r || s over the header.payload text.
+    let signing_input = token.rsplit_once('.').map_or(token, |(input, _)| input).as_bytes();
+    let jwt_pkcs8 = EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+        .map_err(|_| anyhow::anyhow!("ES256 key generation failed"))?;
+    let jwt_key = EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, jwt_pkcs8.as_ref())
+        .map_err(|_| anyhow::anyhow!("ES256 key"))?;
+    let jwt_sig = jwt_key.sign(&rng, signing_input).map_err(|_| anyhow::anyhow!("ES256 sign failed"))?;
+    let jwt_pub = jwt_key.public_key().as_ref().to_vec();
+    let jwt_verify_us = median_us(rounds, budget, || {
+        UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, black_box(&jwt_pub))
+            .verify(black_box(signing_input), black_box(jwt_sig.as_ref()))
+            .map_err(|_| anyhow::anyhow!("ES256 does not verify"))
+    })?;
+    Ok(Floor { verify_us, sign_us, jwt_verify_us })
 }

@@ -13,9 +13,9 @@ use std::time::{Duration, SystemTime};
 pub const TRUST_DOMAIN: &str = "cluster.local";
 pub const NAMESPACE: &str = "bench";
 
-/// How many RSA keys sign the RSA CSRs (each CSR is still distinct: its own
-/// SPIFFE ID and its own signature). RSA key generation costs ~100 ms, so one
-/// key per CSR would make preparing 20,000 CSRs take minutes.
+/// At most this many RSA keys sign the RSA CSRs, one per 500 CSRs (each CSR is
+/// still distinct: its own SPIFFE ID and its own signature). RSA key
+/// generation costs ~100 ms, so one key per CSR would take minutes.
 const RSA_KEY_POOL: usize = 32;
 
 /// The service account of workload `i`.
@@ -63,7 +63,7 @@ fn parallel<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
 pub fn csrs(kind: KeyKind, n: usize) -> anyhow::Result<Vec<String>> {
     let kt = key_type(kind)?;
     if kt == KeyType::Rsa2048 {
-        let keys = parallel(RSA_KEY_POOL.min(n), |_| meshca_testkit::csr::key(kt));
+        let keys = parallel((n / 500).clamp(1, RSA_KEY_POOL), |_| meshca_testkit::csr::key(kt));
         return Ok(parallel(n, |i| meshca_testkit::csr::csr_for(&keys[i % keys.len()], Some(&identity(i)))));
     }
     Ok(parallel(n, |i| meshca_testkit::csr::csr_for(&meshca_testkit::csr::key(kt), Some(&identity(i)))))

@@ -12,6 +12,8 @@ use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::Arc;
 
 const QUEUE: usize = 65_536;
+/// How long the writer lets records gather before writing them out.
+const BATCH: std::time::Duration = std::time::Duration::from_millis(5);
 
 #[derive(Debug, Serialize)]
 pub struct Record {
@@ -37,32 +39,57 @@ pub struct AuditLog {
 }
 
 impl AuditLog {
-    /// Open (append) `path` and start the writer thread.
-    pub fn open(path: &Path, metrics: Arc<Metrics>) -> std::io::Result<Self> {
+    /// Open (append) `path` and start the writer thread. Call
+    /// [`AuditWriter::finish`] after the last [`AuditLog`] clone is dropped so
+    /// the queued records reach the file before the process exits.
+    pub fn open(path: &Path, metrics: Arc<Metrics>) -> std::io::Result<(Self, AuditWriter)> {
         let file = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
         let (tx, rx) = sync_channel::<Record>(QUEUE);
-        std::thread::Builder::new().name("meshca-audit".into()).spawn(move || {
+        let handle = std::thread::Builder::new().name("meshca-audit".into()).spawn(move || {
             let mut w = std::io::BufWriter::new(file);
+            let write = |w: &mut std::io::BufWriter<std::fs::File>, r: &Record| {
+                if serde_json::to_writer(&mut *w, r).is_ok() {
+                    let _ = w.write_all(b"\n");
+                }
+            };
+            // Block for the first record, then let a batch gather: senders do
+            // not have to wake this thread for every request under load.
             while let Ok(rec) = rx.recv() {
-                let mut write = |r: &Record| {
-                    if serde_json::to_writer(&mut w, r).is_ok() {
-                        let _ = w.write_all(b"\n");
-                    }
-                };
-                write(&rec);
-                // Drain what is already queued before flushing once.
+                write(&mut w, &rec);
+                std::thread::sleep(BATCH);
                 while let Ok(more) = rx.try_recv() {
-                    write(&more);
+                    write(&mut w, &more);
                 }
                 let _ = w.flush();
             }
         })?;
-        Ok(Self { tx, metrics })
+        Ok((Self { tx, metrics }, AuditWriter { handle }))
     }
 
     pub fn record(&self, rec: Record) {
         if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.tx.try_send(rec) {
             self.metrics.audit_dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// The writer thread; see [`AuditLog::open`].
+pub struct AuditWriter {
+    handle: std::thread::JoinHandle<()>,
+}
+
+impl AuditWriter {
+    /// Wait (at most `limit`) until every queued record is written; the
+    /// thread ends once every [`AuditLog`] clone is gone.
+    pub fn finish(self, limit: std::time::Duration) {
+        let deadline = std::time::Instant::now() + limit;
+        while !self.handle.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        if self.handle.is_finished() {
+            let _ = self.handle.join();
+        } else {
+            tracing::warn!("the audit writer did not finish in time; the last records may be missing");
         }
     }
 }

@@ -159,7 +159,7 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()> + Send + '
         ))?;
     }
     let audit_path = cfg.data_dir.join("audit.jsonl");
-    let audit =
+    let (audit, audit_writer) =
         AuditLog::open(&audit_path, metrics.clone()).with_context(|| format!("opening {}", audit_path.display()))?;
 
     let local_key = tokens::load_or_create_key(&cfg.data_dir)?;
@@ -231,6 +231,7 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()> + Send + '
     http_state.ready.store(true, Ordering::Relaxed);
     tracing::info!(grpc = %cfg.grpc_addr, http = %cfg.http_addr, tls = !cfg.plaintext, trust_domain = %cfg.trust_domain, "meshca CA serving");
     let (g, h) = tokio::join!(grpc, async { http.await.map_err(anyhow::Error::from) });
+    audit_writer.finish(Duration::from_secs(2));
     g?;
     h?;
     tracing::info!("meshca CA stopped");

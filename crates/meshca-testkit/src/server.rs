@@ -133,12 +133,23 @@ impl Server {
     }
 
     /// Lines of the audit log.
+    ///
+    /// The server writes audit records in small batches, so this waits until
+    /// the file has stopped growing (two reads 30 ms apart agree).
     pub fn audit(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(self.data_dir.join("audit.jsonl"))
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("audit line is JSON"))
-            .collect()
+        let read = || std::fs::read_to_string(self.data_dir.join("audit.jsonl")).unwrap_or_default();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut text = read();
+        loop {
+            std::thread::sleep(Duration::from_millis(30));
+            let again = read();
+            if again == text || Instant::now() > deadline {
+                text = again;
+                break;
+            }
+            text = again;
+        }
+        text.lines().map(|l| serde_json::from_str(l).expect("audit line is JSON")).collect()
     }
 
     /// Mint a token with `meshca token create` against this server's data dir.
