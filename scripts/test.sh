@@ -8,15 +8,22 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v openssl >/dev/null || need_apt+=(openssl)
 command -v promtool >/dev/null || need_apt+=(prometheus)
+# A real etcd cluster for the shared-store tests (crates/meshca-store/tests/etcd_*.rs),
+# and protoc, which the etcd-client crate needs at build time.
+command -v etcd >/dev/null || need_apt+=(etcd-server etcd-client)
+command -v etcdctl >/dev/null || need_apt+=(etcd-client)
+command -v protoc >/dev/null || need_apt+=(protobuf-compiler)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "test.sh: installing ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
-for tool in openssl promtool; do
+for tool in openssl promtool etcd etcdctl protoc; do
   command -v "$tool" >/dev/null || { echo "test.sh: $tool is required and could not be installed" >&2; exit 1; }
 done
+MESHCA_ETCD="$(command -v etcd)"
+export MESHCA_ETCD
 
 # OpenBao for the Vault CA source tests (crates/meshca/tests/vault_*.rs).
 MESHCA_BAO="$(./scripts/openbao.sh)" || { echo "test.sh: OpenBao is required and could not be installed" >&2; exit 1; }

@@ -24,6 +24,9 @@ pub struct Cert {
     pub received: SystemTime,
     /// SHA-256 of the intermediates (which signer issued it).
     pub issuer_fingerprint: String,
+    /// SHA-256 of the signing CA's certificate: the first intermediate, or
+    /// the root when the bundle has one root and no intermediate came back.
+    pub signer_sha256: Option<String>,
 }
 
 impl std::fmt::Debug for Cert {
@@ -80,6 +83,11 @@ impl Cert {
             not_after: unix(info.not_after_unix),
             received: now,
             issuer_fingerprint: meshca_pki::inspect::sha256_hex(&inter_bytes),
+            signer_sha256: match (inter.first(), roots.as_slice()) {
+                (Some(i), _) => Some(meshca_pki::inspect::sha256_hex(i)),
+                (None, [root]) => Some(meshca_pki::inspect::sha256_hex(root)),
+                _ => None,
+            },
         })
     }
 

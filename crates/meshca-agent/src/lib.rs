@@ -6,10 +6,12 @@
 pub mod caclient;
 pub mod cert;
 pub mod error;
+pub mod events;
 pub mod http;
 pub mod manager;
 pub mod metrics;
 pub mod output;
+pub mod root_acks;
 pub mod sds;
 pub mod sds_client;
 pub mod trust;
@@ -36,8 +38,11 @@ pub struct AgentConfig {
     pub sds_socket: PathBuf,
     pub output_dir: Option<PathBuf>,
     pub http_addr: Option<String>,
-    /// The CA's HTTP port, for the trust bundle long-poll and `/status`.
+    /// The CA's HTTP port, for the trust bundle long-poll and `/status`
+    /// (for CAs without meshca's change stream; off by default).
     pub ca_http_addr: Option<String>,
+    /// Follow the CA's change stream over the gRPC channel (default on).
+    pub ca_events: bool,
     pub status_interval: Duration,
 }
 
@@ -49,9 +54,20 @@ pub async fn run(
     let metrics = Arc::new(Metrics::default());
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let signer = GrpcSigner::new(cfg.ca.clone());
-    let manager = CertManager::start(signer, cfg.manager.clone(), metrics.clone(), clock.clone());
+    let manager = CertManager::start(signer.clone(), cfg.manager.clone(), metrics.clone(), clock.clone());
     let identity = Identity { name: sds::DEFAULT_RESOURCE.to_string(), token_file: cfg.token_file.clone() };
     let mut first = manager.subscribe(&identity);
+    let acks = Arc::new(root_acks::RootAcks::default());
+    if cfg.ca_events {
+        tokio::spawn(events::follow(
+            signer,
+            cfg.token_file.clone(),
+            identity.clone(),
+            manager.clone(),
+            acks.clone(),
+            metrics.clone(),
+        ));
+    }
 
     if let Some(addr) = &cfg.ca_http_addr {
         let w = trust::TrustWatchConfig {
@@ -97,6 +113,6 @@ pub async fn run(
             }
         }
     });
-    let service = sds::SdsService::new(manager, identity, metrics);
+    let service = sds::SdsService::new(manager, identity, metrics).with_root_acks(acks);
     sds::serve(&cfg.sds_socket, service, shutdown).await
 }

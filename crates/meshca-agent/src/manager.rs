@@ -143,7 +143,7 @@ impl CertManager {
 
     /// Watch an identity's certificate; the first call starts fetching it.
     pub fn subscribe(&self, id: &Identity) -> watch::Receiver<CertState> {
-        let mut states = self.shared.states.lock().expect("lock");
+        let mut states = self.shared.states.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(s) = states.get(id) {
             return s.subscribe();
         }
@@ -164,7 +164,7 @@ impl CertManager {
     }
 
     pub fn current(&self, id: &Identity) -> Option<Arc<Cert>> {
-        let states = self.shared.states.lock().expect("lock");
+        let states = self.shared.states.lock().unwrap_or_else(|p| p.into_inner());
         states.get(id).and_then(|s| s.borrow().cert().cloned())
     }
 }
@@ -237,7 +237,7 @@ impl<S: Signer> Worker<S> {
     }
 
     fn renew_early(&mut self) {
-        let ids: Vec<Identity> = self.shared.states.lock().expect("lock").keys().cloned().collect();
+        let ids: Vec<Identity> = self.shared.states.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
         tracing::info!(identities = ids.len(), "the CA's material changed: renewing early");
         for id in ids {
             Metrics::inc(&self.shared.metrics.early_renewals);
@@ -257,7 +257,9 @@ impl<S: Signer> Worker<S> {
     fn finished(&mut self, id: Identity, res: Result<Arc<Cert>, AgentError>) {
         self.in_flight.remove(&id);
         let rerun = self.rerun.remove(&id);
-        let Some(state) = self.shared.states.lock().expect("lock").get(&id).cloned() else { return };
+        let Some(state) = self.shared.states.lock().unwrap_or_else(|p| p.into_inner()).get(&id).cloned() else {
+            return;
+        };
         match res {
             Ok(cert) => {
                 self.attempts.remove(&id);

@@ -14,6 +14,8 @@ pub struct Metrics {
     pub early_renewals: AtomicU64,
     pub trust_updates: AtomicU64,
     pub trust_watch_errors: AtomicU64,
+    /// Trust bundles reported to the CA over the change stream.
+    pub trust_reports: AtomicU64,
     pub sds_connections: AtomicI64,
     pub sds_streams_total: AtomicU64,
     pub sds_pushes: AtomicU64,
@@ -30,7 +32,7 @@ impl Metrics {
 
     pub fn set_expiry(&self, name: &str, spiffe: &str, not_after: SystemTime) {
         let secs = not_after.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
-        self.expiry.lock().expect("lock").insert(name.to_string(), (spiffe.to_string(), secs));
+        self.expiry.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_string(), (spiffe.to_string(), secs));
     }
 
     pub fn render(&self, now: SystemTime) -> String {
@@ -51,8 +53,13 @@ impl Metrics {
         counter("meshca_agent_trust_updates_total", "Trust bundle changes taken in.", g(&self.trust_updates));
         counter(
             "meshca_agent_trust_watch_errors_total",
-            "Failed polls of the CA's trust bundle or status.",
+            "Failed or ended CA change streams, and failed polls of the CA's HTTP port.",
             g(&self.trust_watch_errors),
+        );
+        counter(
+            "meshca_agent_trust_reports_total",
+            "Trust bundles reported to the CA over the change stream.",
+            g(&self.trust_reports),
         );
         counter("meshca_agent_sds_streams_total", "SDS streams opened.", g(&self.sds_streams_total));
         counter("meshca_agent_sds_pushes_total", "SDS responses sent.", g(&self.sds_pushes));
@@ -63,7 +70,7 @@ impl Metrics {
             "# HELP meshca_agent_sds_connections Open SDS streams.\n# TYPE meshca_agent_sds_connections gauge\nmeshca_agent_sds_connections {}\n",
             self.sds_connections.load(Ordering::Relaxed)
         );
-        let expiry = self.expiry.lock().expect("lock");
+        let expiry = self.expiry.lock().unwrap_or_else(|p| p.into_inner());
         out.push_str("# HELP meshca_agent_cert_expiry_timestamp_seconds NotAfter of the current certificate.\n");
         out.push_str("# TYPE meshca_agent_cert_expiry_timestamp_seconds gauge\n");
         for (name, (id, t)) in expiry.iter() {

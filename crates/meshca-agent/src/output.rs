@@ -2,7 +2,7 @@
 //! each written atomically, for workloads that read files instead of SDS.
 
 use crate::manager::CertState;
-use meshca_ca::fsutil;
+use meshca_files as fsutil;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::watch;

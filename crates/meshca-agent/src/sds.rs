@@ -8,6 +8,7 @@
 use crate::caclient::Identity;
 use crate::manager::{CertManager, CertState};
 use crate::metrics::Metrics;
+use crate::root_acks::RootAcks;
 use envoy_types::pb::envoy::config::core::v3::{data_source::Specifier, DataSource};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     secret, CertificateValidationContext, Secret, TlsCertificate,
@@ -42,11 +43,18 @@ pub struct SdsService {
     identity: Identity,
     metrics: Arc<Metrics>,
     streams: Arc<AtomicU64>,
+    acks: Arc<RootAcks>,
 }
 
 impl SdsService {
     pub fn new(manager: CertManager, identity: Identity, metrics: Arc<Metrics>) -> Self {
-        Self { manager, identity, metrics, streams: Arc::new(AtomicU64::new(0)) }
+        Self { manager, identity, metrics, streams: Arc::new(AtomicU64::new(0)), acks: Arc::default() }
+    }
+
+    /// Record which bundle each `ROOTCA` stream ACKed into `acks`.
+    pub fn with_root_acks(mut self, acks: Arc<RootAcks>) -> Self {
+        self.acks = acks;
+        self
     }
 
     pub fn into_server(self) -> SecretDiscoveryServiceServer<Self> {
@@ -87,6 +95,8 @@ struct StreamState {
     /// name -> encoded secret of the last response.
     last_sent: BTreeMap<String, Vec<u8>>,
     nonces: u64,
+    /// Nonce and bundle of the last response that carried `ROOTCA`.
+    sent_root: Option<(String, Arc<str>)>,
 }
 
 struct Conn {
@@ -94,6 +104,7 @@ struct Conn {
     cert: watch::Receiver<CertState>,
     trust: watch::Receiver<Option<Arc<str>>>,
     metrics: Arc<Metrics>,
+    acks: Arc<RootAcks>,
 }
 
 impl Conn {
@@ -131,6 +142,9 @@ impl Conn {
             ..Default::default()
         };
         tracing::info!(stream = st.id, node = %st.node, version = %version, resources = ?content.keys().collect::<Vec<_>>(), "SDS: push");
+        if let (true, Some(t)) = (content.contains_key(ROOT_RESOURCE), trust.as_ref()) {
+            st.sent_root = Some((nonce.clone(), t.clone()));
+        }
         st.last_nonce = nonce;
         st.last_sent = content;
         Metrics::inc(&self.metrics.sds_pushes);
@@ -161,11 +175,21 @@ impl Conn {
         let names: BTreeSet<String> = req.resource_names.iter().cloned().collect();
         let initial = req.response_nonce.is_empty();
         if !initial && names == st.subscribed {
+            if let Some((nonce, bundle)) = &st.sent_root {
+                if *nonce == req.response_nonce {
+                    self.acks.acked(st.id, bundle);
+                }
+            }
             Metrics::inc(&self.metrics.sds_acks);
             tracing::debug!(stream = st.id, version = %req.version_info, "SDS: ACK");
             return true;
         }
         tracing::info!(stream = st.id, node = %st.node, resources = ?names, "SDS: subscribe");
+        if names.contains(ROOT_RESOURCE) {
+            self.acks.subscribed(st.id);
+        } else {
+            self.acks.gone(st.id);
+        }
         st.subscribed = names;
         self.push(st, true).await
     }
@@ -188,6 +212,7 @@ async fn serve_stream(mut inbound: Streaming<DiscoveryRequest>, mut conn: Conn, 
         last_nonce: String::new(),
         last_sent: BTreeMap::new(),
         nonces: 0,
+        sent_root: None,
     };
     loop {
         let ok = tokio::select! {
@@ -206,6 +231,7 @@ async fn serve_stream(mut inbound: Streaming<DiscoveryRequest>, mut conn: Conn, 
             break;
         }
     }
+    conn.acks.gone(id);
     tracing::info!(stream = id, node = %st.node, "SDS: stream closed");
 }
 
@@ -239,6 +265,7 @@ impl SecretDiscoveryService for SdsService {
             cert: self.manager.subscribe(&self.identity),
             trust: self.manager.trust(),
             metrics: self.metrics.clone(),
+            acks: self.acks.clone(),
         };
         let id = self.streams.fetch_add(1, Ordering::Relaxed) + 1;
         tokio::spawn(serve_stream(request.into_inner(), conn, id));
@@ -262,6 +289,33 @@ impl SecretDiscoveryService for SdsService {
     }
 }
 
+/// Mode of the SDS socket (connecting needs write permission on it).
+pub const SOCKET_MODE: u32 = 0o660;
+/// Mode of a socket directory the agent creates.
+pub const SOCKET_DIR_MODE: u32 = 0o750;
+
+/// Create the socket's directory 0750 (not subject to the umask). A directory
+/// that already exists is left as it is (it may be shared, like /tmp), with a
+/// warning when anyone may write to it without the sticky bit.
+fn prepare_socket_dir(dir: &Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if let Ok(meta) = std::fs::metadata(dir) {
+        let mode = meta.permissions().mode();
+        if mode & 0o002 != 0 && mode & 0o1000 == 0 {
+            tracing::warn!(dir = %dir.display(), mode = format!("{:o}", mode & 0o7777), "the SDS socket directory is world-writable: anyone may replace the socket");
+        }
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(SOCKET_DIR_MODE)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(SOCKET_DIR_MODE))
+        .with_context(|| format!("restricting {}", dir.display()))
+}
+
 /// Bind the unix socket (replacing a stale one) and serve until `shutdown`.
 pub async fn serve(
     path: &Path,
@@ -269,8 +323,9 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     use anyhow::Context;
+    use std::os::unix::fs::PermissionsExt;
     if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        prepare_socket_dir(dir)?;
     }
     match std::fs::remove_file(path) {
         Ok(()) => tracing::info!("removed a stale SDS socket at {}", path.display()),
@@ -279,6 +334,9 @@ pub async fn serve(
     }
     let listener =
         tokio::net::UnixListener::bind(path).with_context(|| format!("binding the SDS socket {}", path.display()))?;
+    // The socket hands out the workload's private key: owner and group only, whatever the umask.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(SOCKET_MODE))
+        .with_context(|| format!("restricting the SDS socket {}", path.display()))?;
     tracing::info!("SDS listening on {}", path.display());
     tonic::transport::Server::builder()
         .add_service(service.into_server())

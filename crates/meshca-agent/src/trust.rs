@@ -4,12 +4,37 @@
 //! manager renew every certificate early. The plain-HTTP answer is only a
 //! signal: the bundle handed to Envoy always comes from a CSR response, over
 //! the TLS channel that authenticates the CA, so nobody on the path to the
-//! HTTP port can inject a root.
+//! HTTP port can inject a root. Nor can it make the agent renew in a loop:
+//! early renewals from these signals are limited to one per
+//! [`SIGNAL_MIN_INTERVAL`] per signal.
+//!
+//! This is the fallback for CAs without meshca's change stream (see
+//! `events`); it runs only with `--ca-http-addr`.
 
 use crate::manager::CertManager;
 use crate::metrics::Metrics;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Least time between two early renewals caused by one plain-HTTP signal.
+pub const SIGNAL_MIN_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Lets one early renewal through per [`SIGNAL_MIN_INTERVAL`].
+#[derive(Debug, Default)]
+pub struct SignalLimiter {
+    last: Option<tokio::time::Instant>,
+}
+
+impl SignalLimiter {
+    pub fn allow(&mut self) -> bool {
+        let now = tokio::time::Instant::now();
+        if self.last.is_some_and(|l| now.duration_since(l) < SIGNAL_MIN_INTERVAL) {
+            return false;
+        }
+        self.last = Some(now);
+        true
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct TrustWatchConfig {
@@ -27,6 +52,7 @@ pub async fn watch_bundle(cfg: TrustWatchConfig, manager: CertManager, metrics: 
     let url = format!("http://{}/root-cert.pem?wait={}", cfg.ca_http_addr, cfg.long_poll.as_secs().max(1));
     let mut etag: Option<String> = None;
     let mut failures = 0u32;
+    let mut limiter = SignalLimiter::default();
     loop {
         let mut req = client.get(&url);
         if let Some(e) = &etag {
@@ -48,8 +74,12 @@ pub async fn watch_bundle(cfg: TrustWatchConfig, manager: CertManager, metrics: 
                 let changed = etag != tag;
                 etag = tag;
                 if !first && changed {
-                    tracing::info!(etag = ?etag, "the CA's trust bundle changed: renewing early to receive it");
-                    manager.renew_early();
+                    if limiter.allow() {
+                        tracing::info!(etag = ?etag, "the CA's trust bundle changed: renewing early to receive it");
+                        manager.renew_early();
+                    } else {
+                        tracing::warn!("the CA's HTTP port reports bundle changes faster than once a minute; ignored");
+                    }
                 }
             }
             other => {
@@ -89,13 +119,18 @@ pub async fn watch_signer(cfg: TrustWatchConfig, manager: CertManager, metrics: 
     let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client");
     let url = format!("http://{}/status", cfg.ca_http_addr);
     let mut last: Option<String> = None;
+    let mut limiter = SignalLimiter::default();
     loop {
         let res = async { client.get(&url).send().await?.error_for_status()?.json::<serde_json::Value>().await }.await;
         match res.as_ref().map(signing_key) {
             Ok(Some(key)) => {
                 if last.as_ref().is_some_and(|l| *l != key) {
-                    tracing::info!("the CA signs with new material: renewing early");
-                    manager.renew_early();
+                    if limiter.allow() {
+                        tracing::info!("the CA signs with new material: renewing early");
+                        manager.renew_early();
+                    } else {
+                        tracing::warn!("the CA's /status reports signer changes faster than once a minute; ignored");
+                    }
                 }
                 last = Some(key);
             }
@@ -106,5 +141,21 @@ pub async fn watch_signer(cfg: TrustWatchConfig, manager: CertManager, metrics: 
             }
         }
         tokio::time::sleep(cfg.status_interval).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn http_signals_cause_at_most_one_renewal_a_minute() {
+        let mut l = SignalLimiter::default();
+        assert!(l.allow());
+        let allowed = (0..48).filter(|_| l.allow()).count();
+        assert_eq!(allowed, 0, "a flood of new ETags is ignored");
+        tokio::time::advance(SIGNAL_MIN_INTERVAL).await;
+        assert!(l.allow());
+        assert!(!l.allow());
     }
 }

@@ -38,16 +38,20 @@ pub struct ReloadState {
 
 pub struct ActiveCa {
     current: ArcSwap<Snapshot>,
+    /// Roots being published ahead of their signer, and the agents that confirm them.
+    pub staging: crate::rotation::Staging,
     reload: Mutex<ReloadState>,
     changed: tokio::sync::watch::Sender<u64>,
 }
 
 impl ActiveCa {
     pub fn new(material: CaMaterial, source: SourceKind, directory: PathBuf, now: SystemTime) -> Self {
+        let staging = crate::rotation::Staging::new(material.roots());
         let snap = Snapshot { material, source, directory, loaded_at: now, generation: 1 };
         let (changed, _) = tokio::sync::watch::channel(1);
         Self {
             current: ArcSwap::from_pointee(snap),
+            staging,
             reload: Mutex::new(ReloadState {
                 last_reload: Some(meshca_pki::material::fmt_time(now)),
                 ..Default::default()
@@ -70,6 +74,7 @@ impl ActiveCa {
         now: SystemTime,
     ) -> Arc<Snapshot> {
         let generation = self.current.load().generation + 1;
+        self.staging.served(material.roots(), now);
         let snap = Arc::new(Snapshot { material, source, directory, loaded_at: now, generation });
         self.current.store(snap.clone());
         {

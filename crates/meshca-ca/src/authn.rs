@@ -9,7 +9,6 @@ use meshca_jwt::{JwtError, KeySet, Validation};
 use meshca_pki::verify::Usage;
 use meshca_pki::{CaMaterial, CertDer, SpiffeId};
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,29 +16,8 @@ use std::time::{Duration, Instant};
 /// unknown key IDs arrive (a flood of bad tokens must not become a flood of fetches).
 pub const JWKS_REFRESH_MIN_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Where an issuer's keys come from.
-#[derive(Debug, Clone)]
-pub enum JwksSource {
-    File(PathBuf),
-    Url(String),
-    /// OIDC discovery: `<issuer>/.well-known/openid-configuration` then its `jwks_uri`.
-    Oidc,
-    /// Keys given in-process (meshca's own token issuer).
-    Static(KeySet),
-}
-
-impl JwksSource {
-    /// `--jwt-issuer ISSUER=SOURCE`: SOURCE is `oidc`, an http(s) URL or a file path.
-    pub fn parse(source: &str) -> Self {
-        if source == "oidc" {
-            JwksSource::Oidc
-        } else if source.starts_with("http://") || source.starts_with("https://") {
-            JwksSource::Url(source.to_string())
-        } else {
-            JwksSource::File(PathBuf::from(source))
-        }
-    }
-}
+pub use crate::jwks::JwksSource;
+use crate::sanitize;
 
 /// The authenticated caller.
 #[derive(Debug, Clone)]
@@ -57,13 +35,13 @@ pub enum AuthError {
     NoCredential,
     #[error("bearer token: {0}")]
     Token(String),
-    #[error("token issuer {0:?} is not trusted")]
+    #[error("token issuer \"{0}\" is not trusted")]
     UnknownIssuer(String),
     #[error("client certificate: {0}")]
     Certificate(String),
     #[error("{caller} may not impersonate {target}: not a trusted node account")]
     Impersonation { caller: String, target: String },
-    #[error("impersonated identity {0:?} is invalid")]
+    #[error("impersonated identity \"{0}\" is invalid")]
     BadImpersonation(String),
 }
 
@@ -81,51 +59,26 @@ pub struct Authenticator {
     trusted_nodes: HashSet<String>,
     clock: SharedClock,
     http: reqwest::Client,
-}
-
-async fn fetch_keys(http: &reqwest::Client, issuer: &str, source: &JwksSource) -> Result<KeySet, String> {
-    let get = |url: String| async move {
-        let resp = http.get(&url).send().await.map_err(|e| format!("GET {url}: {e}"))?;
-        if !resp.status().is_success() {
-            return Err(format!("GET {url}: HTTP {}", resp.status()));
-        }
-        resp.bytes().await.map_err(|e| format!("GET {url}: {e}"))
-    };
-    match source {
-        JwksSource::Static(k) => Ok(k.clone()),
-        JwksSource::File(p) => {
-            let b = tokio::fs::read(p).await.map_err(|e| format!("{}: {e}", p.display()))?;
-            KeySet::from_jwks_json(&b).map_err(|e| format!("{}: {e}", p.display()))
-        }
-        JwksSource::Url(u) => {
-            let b = get(u.clone()).await?;
-            KeySet::from_jwks_json(&b).map_err(|e| format!("{u}: {e}"))
-        }
-        JwksSource::Oidc => {
-            let url = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
-            let doc = get(url.clone()).await?;
-            let v: serde_json::Value = serde_json::from_slice(&doc).map_err(|e| format!("{url}: {e}"))?;
-            let jwks_uri = v.get("jwks_uri").and_then(|j| j.as_str()).ok_or_else(|| format!("{url}: no jwks_uri"))?;
-            let b = get(jwks_uri.to_string()).await?;
-            KeySet::from_jwks_json(&b).map_err(|e| format!("{jwks_uri}: {e}"))
-        }
-    }
+    allow_http: bool,
 }
 
 impl Authenticator {
     /// Build the authenticator and fetch every issuer's keys once. A file that
-    /// cannot be read is fatal; a URL that does not answer is retried on demand.
+    /// cannot be read is fatal, and so is a plain-HTTP source without
+    /// `allow_http`; a URL that does not answer is retried on demand.
     pub async fn new(
         issuers: Vec<(String, JwksSource)>,
         audience: String,
         trust_domain: String,
         trusted_nodes: HashSet<String>,
         clock: SharedClock,
+        allow_http: bool,
     ) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
+        let http = crate::jwks::client()?;
         let mut map = HashMap::new();
         for (issuer, source) in issuers {
-            let keys = match fetch_keys(&http, &issuer, &source).await {
+            crate::jwks::check_source(&issuer, &source, allow_http).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let keys = match crate::jwks::fetch_keys(&http, &issuer, &source, allow_http).await {
                 Ok(k) => k,
                 Err(e) if matches!(source, JwksSource::File(_)) => {
                     anyhow::bail!("JWKS for issuer {issuer}: {e}")
@@ -146,7 +99,7 @@ impl Authenticator {
                 }),
             );
         }
-        Ok(Self { issuers: map, audience, trust_domain, trusted_nodes, clock, http })
+        Ok(Self { issuers: map, audience, trust_domain, trusted_nodes, clock, http, allow_http })
     }
 
     pub fn trust_domain(&self) -> &str {
@@ -162,7 +115,7 @@ impl Authenticator {
             }
             *last = Some(Instant::now());
         }
-        match fetch_keys(&self.http, &ik.issuer, &ik.source).await {
+        match crate::jwks::fetch_keys(&self.http, &ik.issuer, &ik.source, self.allow_http).await {
             Ok(k) => {
                 tracing::info!(issuer = %ik.issuer, keys = k.len(), "refreshed JWKS");
                 ik.keys.store(Arc::new(k));
@@ -175,10 +128,21 @@ impl Authenticator {
         }
     }
 
+    /// A cheap check made before a request body is read: the token parses
+    /// and names a trusted issuer (its signature is checked later).
+    pub fn precheck_token(&self, token: &str) -> Result<(), AuthError> {
+        let issuer = meshca_jwt::peek_issuer(token).map_err(|e| AuthError::Token(e.to_string()))?;
+        if self.issuers.contains_key(&issuer) {
+            Ok(())
+        } else {
+            Err(AuthError::UnknownIssuer(sanitize::short(&issuer)))
+        }
+    }
+
     /// Authenticate a bearer token.
     pub async fn authenticate_token(&self, token: &str) -> Result<Caller, AuthError> {
         let issuer = meshca_jwt::peek_issuer(token).map_err(|e| AuthError::Token(e.to_string()))?;
-        let ik = self.issuers.get(&issuer).ok_or_else(|| AuthError::UnknownIssuer(issuer.clone()))?;
+        let ik = self.issuers.get(&issuer).ok_or_else(|| AuthError::UnknownIssuer(sanitize::short(&issuer)))?;
         let validation = Validation::new(issuer.clone(), self.audience.clone()).with_now(self.clock.now());
         let mut result = meshca_jwt::verify(token, &ik.keys.load(), &validation);
         if matches!(result, Err(JwtError::UnknownKid(_))) && self.refresh(ik).await {
@@ -197,7 +161,7 @@ impl Authenticator {
         let (leaf, rest) = chain.split_first().ok_or(AuthError::NoCredential)?;
         material
             .verify(leaf, rest, self.clock.now(), Usage::Client)
-            .map_err(|e| AuthError::Certificate(e.to_string()))?;
+            .map_err(|e| AuthError::Certificate(sanitize::clean(&e.to_string(), sanitize::LONG)))?;
         let info = meshca_pki::inspect::cert_info(leaf).map_err(|e| AuthError::Certificate(e.to_string()))?;
         let uri = info.spiffe_id.ok_or_else(|| AuthError::Certificate("no SPIFFE ID in the certificate".into()))?;
         let identity: SpiffeId =
@@ -235,11 +199,14 @@ impl Authenticator {
     /// another workload's identity.
     pub fn impersonate(&self, caller: &Caller, target: &str) -> Result<SpiffeId, AuthError> {
         if !self.trusted_nodes.contains(&caller.identity.short()) {
-            return Err(AuthError::Impersonation { caller: caller.identity.to_string(), target: target.to_string() });
+            return Err(AuthError::Impersonation {
+                caller: caller.identity.to_string(),
+                target: sanitize::short(target),
+            });
         }
-        let id: SpiffeId = target.parse().map_err(|_| AuthError::BadImpersonation(target.to_string()))?;
+        let id: SpiffeId = target.parse().map_err(|_| AuthError::BadImpersonation(sanitize::short(target)))?;
         if id.trust_domain() != self.trust_domain {
-            return Err(AuthError::BadImpersonation(target.to_string()));
+            return Err(AuthError::BadImpersonation(sanitize::short(target)));
         }
         Ok(id)
     }

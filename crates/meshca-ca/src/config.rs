@@ -30,8 +30,16 @@ pub struct ServeConfig {
     pub allow_root_replace: bool,
     /// Poll of the plug-in directory backing up file-change events.
     pub reload_poll_interval: Duration,
+    /// How long a new root is published before a signer under it may sign
+    /// when not every connected agent has confirmed it. `None`: the longest
+    /// lifetime issued since start-up, capped at `max_ttl`.
+    pub root_propagation_delay: Option<Duration>,
     /// Vault/OpenBao as the CA source (`--vault-addr`); `None`: plug-in directory or self-signed.
     pub vault: Option<crate::vault::VaultConfig>,
+    /// Transport, audit and resource limits (see `limits.rs` and the README's "Limits").
+    pub limits: crate::limits::Limits,
+    /// Accept JWKS/OIDC over plain HTTP (`--jwt-allow-http`; warns).
+    pub jwt_allow_http: bool,
 }
 
 impl Default for ServeConfig {
@@ -54,7 +62,10 @@ impl Default for ServeConfig {
             serving_ttl: Duration::from_secs(24 * 3600),
             allow_root_replace: false,
             reload_poll_interval: Duration::from_secs(30),
+            root_propagation_delay: None,
             vault: None,
+            limits: crate::limits::Limits::default(),
+            jwt_allow_http: false,
         }
     }
 }

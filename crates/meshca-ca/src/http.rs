@@ -2,7 +2,9 @@
 //! (with an ETag and a long-poll for agents) and a JSON status page.
 
 use crate::active::{ActiveCa, Snapshot};
+use crate::audit::AuditStatus;
 use crate::clock::SharedClock;
+use crate::limits::LimitCounters;
 use crate::metrics::{MaterialFacts, Metrics};
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -14,6 +16,7 @@ use meshca_pki::material::fmt_time;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+use tokio::sync::Semaphore;
 
 pub struct HttpState {
     pub active: Arc<ActiveCa>,
@@ -21,6 +24,12 @@ pub struct HttpState {
     pub clock: SharedClock,
     pub ready: AtomicBool,
     pub trust_domain: String,
+    /// Readiness also requires a writable audit log.
+    pub audit: Option<Arc<AuditStatus>>,
+    /// Slots for concurrent `?wait=` long-polls (`--http-max-long-polls`).
+    pub long_polls: Arc<Semaphore>,
+    /// Longest `?wait=` honoured (`--http-long-poll-max-wait`).
+    pub long_poll_max_wait: Duration,
 }
 
 pub fn router(state: Arc<HttpState>) -> Router {
@@ -34,11 +43,13 @@ pub fn router(state: Arc<HttpState>) -> Router {
 }
 
 async fn readyz(State(s): State<Arc<HttpState>>) -> Response {
-    if s.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response()
+    if !s.ready.load(Ordering::Relaxed) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response();
     }
+    if let Some(e) = s.audit.as_ref().and_then(|a| a.failure()) {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("audit log not writable: {e}\n")).into_response();
+    }
+    (StatusCode::OK, "ready\n").into_response()
 }
 
 /// NotAfter facts of a snapshot, for the expiry gauges.
@@ -59,7 +70,8 @@ pub fn material_facts(snap: &Snapshot) -> MaterialFacts {
 
 async fn metrics(State(s): State<Arc<HttpState>>) -> Response {
     let snap = s.active.load();
-    let body = s.metrics.render(Some(&material_facts(&snap)), s.clock.now());
+    let mut body = s.metrics.render(Some(&material_facts(&snap)), s.clock.now());
+    s.active.staging.render_metrics(&mut body);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
 
@@ -71,7 +83,7 @@ pub fn bundle_etag(roots_pem: &str) -> String {
 #[derive(serde::Deserialize)]
 struct WaitQuery {
     /// Long-poll: with `If-None-Match` equal to the current ETag, wait up to
-    /// this many seconds (max 300) for the bundle to change.
+    /// this many seconds (at most `--http-long-poll-max-wait`) for the bundle to change.
     wait: Option<u64>,
 }
 
@@ -80,8 +92,20 @@ async fn root_cert(State(s): State<Arc<HttpState>>, Query(q): Query<WaitQuery>, 
     let mut changes = s.active.subscribe();
     let mut snap = s.active.load();
     let mut etag = bundle_etag(snap.material.roots_pem());
+    let mut _slot = None;
     if let (Some(wait), Some(known)) = (q.wait, known.as_deref()) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(wait.min(300));
+        if known == etag && wait > 0 {
+            match s.long_polls.clone().try_acquire_owned() {
+                Ok(p) => _slot = Some(p),
+                Err(_) => {
+                    LimitCounters::inc(&s.metrics.limits.http_long_polls_refused);
+                    return (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "5")], "too many long-polls\n")
+                        .into_response();
+                }
+            }
+        }
+        let wait = Duration::from_secs(wait).min(s.long_poll_max_wait);
+        let deadline = tokio::time::Instant::now() + wait;
         while known == etag {
             match tokio::time::timeout_at(deadline, changes.changed()).await {
                 Ok(Ok(())) => {
@@ -132,5 +156,10 @@ async fn status(State(s): State<Arc<HttpState>>) -> Json<serde_json::Value> {
         "last_reload": reload.last_reload,
         "last_error": reload.last_error,
         "last_error_at": reload.last_error_at,
+        "rotation": {
+            "prepared": s.active.staging.status(),
+            "propagation_delay_s": s.active.staging.propagation_delay().as_secs(),
+            "agents": s.active.staging.agents.list(),
+        },
     }))
 }

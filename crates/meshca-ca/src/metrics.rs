@@ -47,6 +47,8 @@ pub struct Metrics {
     pub reloads: AtomicU64,
     pub reload_failures: AtomicU64,
     pub audit_dropped: AtomicU64,
+    /// Transport, audit and log limits that were hit (see `limits.rs`).
+    pub limits: crate::limits::LimitCounters,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
     latency_count: AtomicU64,
     latency_sum_nanos: AtomicU64,
@@ -178,6 +180,7 @@ impl Metrics {
             );
             gauge(&mut out, "meshca_trust_roots", "Roots in the active trust bundle.", f.roots as f64);
         }
+        self.limits.render(&mut out);
         let _ = writeln!(out, "# HELP meshca_build_info meshca version.\n# TYPE meshca_build_info gauge\nmeshca_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
         out
     }

@@ -6,7 +6,9 @@ use crate::audit::AuditLog;
 use crate::authn::{Authenticator, JwksSource};
 use crate::clock::{self, SharedClock};
 use crate::config::ServeConfig;
+use crate::grpc_guard::{accept_plain, accept_tls, AcceptOptions, ConnRegistry, Guard, GuardLayer};
 use crate::http::{router, HttpState};
+use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::service::{CaService, IssuancePolicy};
 use crate::source::{self, SelfSignedOptions};
@@ -116,6 +118,7 @@ fn spawn_serving_renewal(
 /// Run the CA until `shutdown` completes.
 pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     let clock = clock::system();
+    let limits = effective_limits(&cfg.limits);
     fsutil::ensure_private_dir(&cfg.data_dir)
         .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
     // --- Vault/OpenBao source (vault/) ---
@@ -136,6 +139,17 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()> + Send + '
     tracing::info!("spiffe  Added {roots} certs to trust domain {} in peer cert verifier", cfg.trust_domain);
 
     let metrics = Arc::new(Metrics::default());
+    active.staging.configure(crate::rotation::RotationOptions {
+        propagation_delay: cfg.root_propagation_delay,
+        max_ttl: cfg.max_ttl,
+    });
+    crate::swap::spawn_activation(crate::swap::Swapper {
+        active: active.clone(),
+        metrics: metrics.clone(),
+        clock: clock.clone(),
+        trust_domain: cfg.trust_domain.clone(),
+        allow_root_replace: cfg.allow_root_replace,
+    });
     if let Some(src) = vault_source {
         // Vault replaces the plug-in directory as the source; its refresh task takes the reloader's place.
         src.spawn(crate::reload::Swapper {
@@ -159,8 +173,18 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()> + Send + '
         ))?;
     }
     let audit_path = cfg.data_dir.join("audit.jsonl");
-    let (audit, audit_writer) =
-        AuditLog::open(&audit_path, metrics.clone()).with_context(|| format!("opening {}", audit_path.display()))?;
+    let (audit, audit_writer) = AuditLog::open(
+        &audit_path,
+        metrics.clone(),
+        crate::audit::AuditOptions {
+            max_file_bytes: limits.audit_max_file_bytes,
+            keep_files: limits.audit_keep_files,
+            queue_bytes: limits.audit_queue_bytes,
+        },
+    )
+    .with_context(|| format!("opening {}", audit_path.display()))?;
+    let audit_status = audit.status();
+    let guard_audit = audit.clone();
 
     let local_key = tokens::load_or_create_key(&cfg.data_dir)?;
     let local_keys = meshca_jwt::KeySet::from_jwks(&meshca_jwt::Jwks { keys: vec![local_key.public_jwk()] })?;
@@ -172,12 +196,15 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()> + Send + '
         cfg.trust_domain.clone(),
         cfg.trusted_node_accounts.iter().cloned().collect(),
         clock.clone(),
+        cfg.jwt_allow_http,
     )
     .await?;
 
+    let auth = Arc::new(auth);
+    let events = crate::events::EventsService { active: active.clone(), auth: auth.clone(), clock: clock.clone() };
     let svc = CaService {
         active: active.clone(),
-        auth: Arc::new(auth),
+        auth: auth.clone(),
         policy: IssuancePolicy { default_ttl: cfg.default_ttl, max_ttl: cfg.max_ttl, ..Default::default() },
         metrics: metrics.clone(),
         audit,
@@ -190,6 +217,9 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()> + Send + '
         clock: clock.clone(),
         ready: false.into(),
         trust_domain: cfg.trust_domain.clone(),
+        audit: Some(audit_status),
+        long_polls: Arc::new(tokio::sync::Semaphore::new(limits.http_max_long_polls)),
+        long_poll_max_wait: limits.http_long_poll_max_wait,
     });
     let http_listener =
         TcpListener::bind(cfg.http_addr).await.with_context(|| format!("binding HTTP {}", cfg.http_addr))?;
@@ -205,13 +235,32 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()> + Send + '
         let _ = rx.wait_for(|s| *s).await;
     };
 
-    let http = axum::serve(http_listener, router(http_state.clone())).with_graceful_shutdown(stopped(stop_rx.clone()));
-    let grpc_service = IstioCertificateServiceServer::new(svc).max_decoding_message_size(4 * 1024 * 1024);
-    let grpc_router = tonic::transport::Server::builder().add_service(grpc_service);
+    let http = crate::http_serve::serve(
+        http_listener,
+        router(http_state.clone()),
+        limits.clone(),
+        metrics.clone(),
+        stopped(stop_rx.clone()),
+    );
+    let registry = Arc::new(ConnRegistry::default());
+    let guard = GuardLayer(Arc::new(Guard {
+        auth,
+        audit: guard_audit,
+        metrics: metrics.clone(),
+        clock: clock.clone(),
+        limits: limits.clone(),
+        registry: registry.clone(),
+        inflight: Arc::new(tokio::sync::Semaphore::new(limits.grpc_max_inflight)),
+    }));
+    let accept_opts = AcceptOptions { limits: limits.clone(), registry, metrics: metrics.clone() };
+    let grpc_service = IstioCertificateServiceServer::new(svc).max_decoding_message_size(limits.grpc_max_message_size);
+    let events_service =
+        meshca_proto::CaEventsServer::new(events).max_decoding_message_size(crate::events::MAX_REPORT_BYTES);
+    let grpc_router = grpc_builder(&limits).layer(guard).add_service(grpc_service).add_service(events_service);
 
     let grpc: std::pin::Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>> = if cfg.plaintext {
         tracing::warn!(addr = %cfg.grpc_addr, "gRPC without TLS (--plaintext): for local use only");
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
+        let incoming = accept_plain(grpc_listener, accept_opts);
         Box::pin(async move { Ok(grpc_router.serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone())).await?) })
     } else {
         let (ck, lifetime) = issue_serving(&active, &cfg.serving_dns, cfg.serving_ttl, &clock)?;
@@ -225,9 +274,10 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()> + Send + '
             lifetime,
         );
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls::server_config(serving)?));
-        let incoming = tls_incoming(grpc_listener, acceptor);
+        let incoming = accept_tls(grpc_listener, acceptor, accept_opts);
         Box::pin(async move { Ok(grpc_router.serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone())).await?) })
     };
+    crate::logging::spawn_summary(Duration::from_secs(10));
     http_state.ready.store(true, Ordering::Relaxed);
     tracing::info!(grpc = %cfg.grpc_addr, http = %cfg.http_addr, tls = !cfg.plaintext, trust_domain = %cfg.trust_domain, "meshca CA serving");
     let (g, h) = tokio::join!(grpc, async { http.await.map_err(anyhow::Error::from) });
@@ -238,40 +288,30 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()> + Send + '
     Ok(())
 }
 
-type TlsConn = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+/// Raise the open-file limit and fit the connection caps into it.
+fn effective_limits(configured: &Limits) -> Limits {
+    let mut limits = configured.clone();
+    let (before, now) = crate::limits::raise_nofile();
+    if now != before {
+        tracing::info!(from = before, to = now, "raised the open-file soft limit to the hard limit");
+    }
+    if let Some(w) = limits.fit_descriptors(now) {
+        tracing::warn!("{w}");
+    }
+    limits
+}
 
-/// Accept TCP connections and complete TLS handshakes concurrently, yielding finished streams.
-fn tls_incoming(
-    listener: TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
-) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<TlsConn>> {
-    let (tx, rx) = tokio::sync::mpsc::channel(1024);
-    tokio::spawn(async move {
-        loop {
-            let (sock, peer) = match listener.accept().await {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let _ = sock.set_nodelay(true);
-            if tx.is_closed() {
-                return;
-            }
-            let acceptor = acceptor.clone();
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(sock)).await {
-                    Ok(Ok(stream)) => {
-                        let _ = tx.send(Ok(stream)).await;
-                    }
-                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                }
-            });
-        }
-    });
-    tokio_stream::wrappers::ReceiverStream::new(rx)
+/// The gRPC server with the HTTP/2 limits.
+fn grpc_builder(l: &Limits) -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .max_concurrent_streams(l.grpc_max_concurrent_streams)
+        .http2_max_pending_accept_reset_streams(Some(l.grpc_max_pending_accept_reset_streams))
+        .http2_max_local_error_reset_streams(Some(l.grpc_max_local_reset_streams))
+        .http2_keepalive_interval(Some(l.grpc_keepalive_interval))
+        .http2_keepalive_timeout(Some(l.grpc_keepalive_timeout))
+        .max_connection_age(l.grpc_max_connection_age)
+        .max_connection_age_grace(Duration::from_secs(60))
+        .initial_stream_window_size(Some(256 * 1024))
+        .initial_connection_window_size(Some(1024 * 1024))
+        .http2_max_header_list_size(Some(64 * 1024))
 }

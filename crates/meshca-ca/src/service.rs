@@ -104,15 +104,27 @@ impl CaService {
         req: &Request<IstioCertificateRequest>,
         material: &meshca_pki::CaMaterial,
     ) -> Result<Caller, AuthError> {
-        let bearer = req
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-            .map(str::trim);
-        let certs: Option<Arc<Vec<CertDer>>> = req.peer_certs();
-        self.auth.authenticate(bearer, certs.as_deref().map(|v| v.as_slice()), material).await
+        authenticate(&self.auth, req, material).await
     }
+}
+
+/// The `authorization: Bearer ...` token of a request, if any.
+pub fn bearer<T>(req: &Request<T>) -> Option<&str> {
+    req.metadata()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+}
+
+/// Authenticate any gRPC request of the CA port, as `CreateCertificate` does.
+pub async fn authenticate<T>(
+    auth: &Authenticator,
+    req: &Request<T>,
+    material: &meshca_pki::CaMaterial,
+) -> Result<Caller, AuthError> {
+    let certs: Option<Arc<Vec<CertDer>>> = req.peer_certs();
+    auth.authenticate(bearer(req), certs.as_deref().map(|v| v.as_slice()), material).await
 }
 
 /// The `ImpersonatedIdentity` metadata value, if any; a non-string value is an error.
@@ -187,6 +199,7 @@ impl IstioCertificateService for CaService {
             }
         };
         let now = self.clock.now();
+        self.active.staging.note_issued(ttl);
         let profile = LeafProfile { uris: vec![id.clone()], dns_names: Vec::new(), ttl };
         let issued = match material.signer().issue(&csr.spki_der, &profile, now) {
             Ok(l) => l,

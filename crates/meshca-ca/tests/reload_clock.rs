@@ -175,3 +175,80 @@ fn a_set_that_is_half_written_is_refused_then_taken_when_complete() {
     assert_eq!(r.reload(), Outcome::Swapped { bundle_changed: false });
     assert_eq!(f.active.load().material.signer().cert(), &i2.cert);
 }
+
+#[test]
+fn a_signer_under_a_new_root_waits_for_agents_or_the_delay() {
+    use meshca_ca::rotation::{ActivationCause, RotationOptions};
+    use meshca_ca::swap::Swapper;
+    let t0 = SystemTime::now();
+    let dir = tempfile::tempdir().unwrap();
+    let (ra, rb) = (root("Root A", t0), root("Root B", t0));
+    let day = Duration::from_secs(86400);
+    let ia = new_intermediate(&opts("Intermediate CA - A1", day, Some("a1")), &signer(&ra), t0).unwrap();
+    let ib = new_intermediate(&opts("Intermediate CA - B1", day, Some("b1")), &signer(&rb), t0).unwrap();
+    let ib2 = new_intermediate(&opts("Intermediate CA - B2", day, Some("b2")), &signer(&rb), t0).unwrap();
+    write_set(dir.path(), &ia, &ra, &[&ra]);
+    let f = fixture(dir.path(), t0);
+    let staging = &f.active.staging;
+    // The default delay is the longest lifetime issued so far, capped at the max TTL.
+    staging.configure(RotationOptions { propagation_delay: None, max_ttl: Duration::from_secs(7200) });
+    staging.note_issued(Duration::from_secs(3600));
+    assert_eq!(staging.propagation_delay(), Duration::from_secs(3600));
+    staging.note_issued(Duration::from_secs(90 * 86400));
+    assert_eq!(staging.propagation_delay(), Duration::from_secs(7200), "capped at the max TTL");
+    staging.configure(RotationOptions { propagation_delay: Some(Duration::from_secs(3600)), max_ttl: day });
+    let swapper = Swapper {
+        active: f.active.clone(),
+        metrics: f.metrics.clone(),
+        clock: f.clock.clone(),
+        trust_domain: "cluster.local".into(),
+        allow_root_replace: false,
+    };
+    let mut r = reloader(&f, dir.path(), false);
+
+    // One step: B1 with A+B. A+B is published with A1 still signing; B1 is prepared.
+    write_set(dir.path(), &ib, &rb, &[&ra, &rb]);
+    assert_eq!(r.reload(), Outcome::Prepared);
+    let snap = f.active.load();
+    assert_eq!(snap.material.signer().cert(), &ia.cert, "A1 keeps signing");
+    assert_eq!(snap.material.roots().len(), 2, "A+B is served at once");
+    assert_eq!(r.reload(), Outcome::Unchanged, "the same files again change nothing");
+    assert!(staging.status().is_some());
+
+    // Not yet: half the delay, and of two agents only one holds the new bundle.
+    let served = meshca_pki::inspect::sha256_hex(snap.material.roots_pem().as_bytes());
+    let agents = staging.agents.clone();
+    let (x, y) = (
+        agents.register("spiffe://cluster.local/ns/a/sa/x".into(), "p1".into(), t0).unwrap(),
+        agents.register("spiffe://cluster.local/ns/a/sa/y".into(), "p2".into(), t0).unwrap(),
+    );
+    agents.report(x, &served);
+    f.clock.advance(Duration::from_secs(1800));
+    assert_eq!(swapper.activate_ready(false), None);
+    assert_eq!(staging.status().unwrap().agents_confirmed, 1);
+
+    // Both agents hold it: B1 becomes active before the delay.
+    agents.report(y, &served);
+    assert_eq!(swapper.activate_ready(false), Some(ActivationCause::AgentsConfirmed));
+    assert_eq!(f.active.load().material.signer().cert(), &ib.cert);
+    assert!(staging.status().is_none());
+
+    // B is settled now: B2 under B signs at once.
+    write_set(dir.path(), &ib2, &rb, &[&ra, &rb]);
+    assert_eq!(r.reload(), Outcome::Swapped { bundle_changed: false });
+
+    // Back to A1 with A+B (A is settled): at once. Then a fresh root C waits for the delay (no agent confirms C).
+    write_set(dir.path(), &ia, &ra, &[&ra, &rb]);
+    assert_eq!(r.reload(), Outcome::Swapped { bundle_changed: false });
+    let rc = root("Root C", t0);
+    let ic = new_intermediate(&opts("Intermediate CA - C1", day, Some("c1")), &signer(&rc), t0).unwrap();
+    write_set(dir.path(), &ic, &rc, &[&ra, &rc]);
+    assert_eq!(r.reload(), Outcome::Prepared);
+    agents.report(x, "stale");
+    f.clock.advance(Duration::from_secs(3599));
+    assert_eq!(swapper.activate_ready(false), None);
+    f.clock.advance(Duration::from_secs(1));
+    assert_eq!(swapper.activate_ready(false), Some(ActivationCause::DelayElapsed));
+    assert_eq!(f.active.load().material.signer().cert(), &ic.cert);
+    assert_eq!(f.metrics.reload_failures.load(Ordering::Relaxed), 0);
+}

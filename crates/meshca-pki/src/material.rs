@@ -71,7 +71,8 @@ pub fn fmt_time(t: SystemTime) -> String {
 /// A validated, immutable CA set, ready to sign. Everything a request needs
 /// (PEM of the chain and bundle, trust anchors) is prepared here once.
 pub struct CaMaterial {
-    signer: Signer,
+    /// Shared so a root can be published ahead of its signer (see [`CaMaterial::with_roots`]).
+    signer: std::sync::Arc<Signer>,
     chain: Vec<CertDer>,
     roots: Vec<CertDer>,
     anchors: Vec<TrustAnchor<'static>>,
@@ -98,6 +99,75 @@ fn parse_pem_certs(part: &Part<'_>, what: &str) -> Result<Vec<CertDer>, Material
     pem::parse_certs(part.pem).map_err(|e| {
         err(part.name, format!("{e} (truncated or not PEM?)"), format!("write the {what} as PEM certificates"))
     })
+}
+
+/// Roots must be CA certificates allowed to sign certificates, and the root
+/// that issued the chain must allow as many CA certificates below it as the
+/// chain holds (rustls-webpki does not check a trust anchor's own
+/// constraints, OpenSSL and Go do: every leaf would fail there).
+fn check_root_constraints(
+    roots: &[X509Certificate<'_>],
+    chain: &[X509Certificate<'_>],
+    top: &X509Certificate<'_>,
+    roots_file: &str,
+) -> Result<(), MaterialError> {
+    for r in roots {
+        let subject = crate::name::to_go_string(r.subject());
+        match r.basic_constraints() {
+            Ok(Some(bc)) if bc.value.ca => {}
+            _ => {
+                return Err(err(
+                    roots_file,
+                    format!("root \"{subject}\" is not a CA certificate (basicConstraints CA:TRUE is missing)"),
+                    "put only CA certificates in the root bundle",
+                ))
+            }
+        }
+        if let Ok(Some(ku)) = r.key_usage() {
+            if !ku.value.key_cert_sign() {
+                return Err(err(
+                    roots_file,
+                    format!("root \"{subject}\" may not sign certificates (keyUsage lacks keyCertSign)"),
+                    "issue the root with keyUsage keyCertSign",
+                ));
+            }
+        }
+    }
+    // CA certificates below each link: chain[i] is followed by i CAs; a root that
+    // issued the top of the chain is followed by all of them.
+    let limit =
+        |c: &X509Certificate<'_>| c.basic_constraints().ok().flatten().and_then(|bc| bc.value.path_len_constraint);
+    for (i, c) in chain.iter().enumerate() {
+        if let Some(n) = limit(c) {
+            if (n as usize) < i {
+                return Err(err(
+                    roots_file,
+                    format!(
+                        "\"{}\" allows {n} CA certificate(s) below it (pathLen) but the chain has {i}",
+                        crate::name::to_go_string(c.subject())
+                    ),
+                    "issue that CA with a larger pathLen, or shorten the chain",
+                ));
+            }
+        }
+    }
+    let below = chain.len();
+    for r in roots.iter().filter(|r| r.as_raw() != top.as_raw() && is_signed_by(top, r)) {
+        if let Some(n) = limit(r) {
+            if (n as usize) < below {
+                return Err(err(
+                    roots_file,
+                    format!(
+                        "root \"{}\" allows {n} CA certificate(s) below it (pathLen:{n}) but the chain below it has {below}: \
+                         every certificate issued would fail verification (path length exceeded)",
+                        crate::name::to_go_string(r.subject())
+                    ),
+                    "use a root with a larger (or no) pathLen constraint, or a shorter chain",
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 impl CaMaterial {
@@ -196,6 +266,7 @@ impl CaMaterial {
                 format!("add the root that issued the intermediate to {roots_file}, or complete {chain_file}"),
             ));
         }
+        check_root_constraints(&parsed_roots, &parsed_chain, top, roots_file)?;
         let anchors = anchors(&roots).map_err(|e| {
             err(roots_file, e.to_string(), "every certificate in the bundle must be a valid CA certificate")
         })?;
@@ -224,9 +295,40 @@ impl CaMaterial {
     }
 
     fn assemble(signer: Signer, chain: Vec<CertDer>, roots: Vec<CertDer>, anchors: Vec<TrustAnchor<'static>>) -> Self {
+        Self::assemble_shared(std::sync::Arc::new(signer), chain, roots, anchors)
+    }
+
+    fn assemble_shared(
+        signer: std::sync::Arc<Signer>,
+        chain: Vec<CertDer>,
+        roots: Vec<CertDer>,
+        anchors: Vec<TrustAnchor<'static>>,
+    ) -> Self {
         let chain_pem = chain.iter().map(|c| pem::cert_to_pem(c)).collect();
         let roots_pem = pem::certs_to_pem(&roots);
         Self { signer, chain, roots, anchors, chain_pem, roots_pem }
+    }
+
+    /// The same signer and chain with another root bundle, validated like any
+    /// set (a throwaway leaf must verify against `roots`). This is how a new
+    /// root is published while the current signer keeps signing.
+    pub fn with_roots(&self, roots: Vec<CertDer>, now: SystemTime) -> Result<Self, MaterialError> {
+        let anchors = anchors(&roots)
+            .map_err(|e| err("root bundle", e.to_string(), "every certificate in the bundle must be a valid CA"))?;
+        let m = Self::assemble_shared(self.signer.clone(), self.chain.clone(), roots, anchors);
+        m.probe(now).map_err(|e| {
+            err("root bundle", format!("the current signer does not verify against the new bundle: {e}"), "")
+        })?;
+        Ok(m)
+    }
+
+    /// The root of the bundle that issued the top of the chain (or the signer itself).
+    pub fn signing_root(&self) -> Option<&CertDer> {
+        let top = self.chain.last().unwrap_or(self.signer.cert());
+        let (_, top_parsed) = parse_x509_certificate(top).ok()?;
+        self.roots.iter().find(|r| {
+            *r == top || parse_x509_certificate(r).map(|(_, p)| is_signed_by(&top_parsed, &p)).unwrap_or(false)
+        })
     }
 
     /// Sign a throwaway leaf and verify it against the bundle.
@@ -295,5 +397,53 @@ impl CaMaterial {
         v.extend(self.chain.iter().filter(|c| *c != self.signer.cert()));
         v.extend(self.roots.iter().filter(|c| *c != self.signer.cert()));
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::authority::{new_intermediate, new_root, AuthorityOptions};
+
+    fn opts(cn: &str, path_len: Option<u8>) -> AuthorityOptions {
+        AuthorityOptions {
+            common_name: cn.into(),
+            organization: "test".into(),
+            locality: None,
+            ttl: Duration::from_secs(3600),
+            key: crate::KeyKind::EcP256,
+            path_len,
+        }
+    }
+
+    /// root(pathLen) -> int1 -> int2 (signing); the material as plug-in files would give it.
+    fn two_below(root_path_len: Option<u8>) -> Result<CaMaterial, MaterialError> {
+        let now = SystemTime::now();
+        let root = new_root(&opts("root", root_path_len), now).unwrap();
+        let root_signer = Signer::new(root.cert.clone(), root.key).unwrap();
+        let int1 = new_intermediate(&opts("int1", None), &root_signer, now).unwrap();
+        let int1_signer = Signer::new(int1.cert.clone(), int1.key).unwrap();
+        let int2 = new_intermediate(&opts("int2", None), &int1_signer, now).unwrap();
+        let cert_pem = pem::cert_to_pem(&int2.cert);
+        let key_pem = int2.key.to_pkcs8_pem();
+        let chain_pem = pem::certs_to_pem([&int2.cert, &int1.cert]);
+        let roots_pem = pem::cert_to_pem(&root.cert);
+        let input = MaterialInput {
+            cert: Part { name: "ca-cert.pem", pem: cert_pem.as_bytes() },
+            key: Part { name: "ca-key.pem", pem: key_pem.as_bytes() },
+            chain: Some(Part { name: "cert-chain.pem", pem: chain_pem.as_bytes() }),
+            roots: Part { name: "root-cert.pem", pem: roots_pem.as_bytes() },
+        };
+        CaMaterial::from_input(&input, now)
+    }
+
+    #[test]
+    fn root_path_len_is_checked_against_the_chain_below() {
+        let e = two_below(Some(0)).unwrap_err();
+        assert_eq!(e.file, "root-cert.pem");
+        assert!(e.problem.contains("pathLen:0") && e.problem.contains("has 2"), "{e}");
+        assert!(two_below(Some(1)).is_err());
+        assert!(two_below(Some(2)).is_ok());
+        assert!(two_below(None).is_ok());
     }
 }

@@ -18,11 +18,17 @@ pub enum SpiffeError {
     Shape(String),
     #[error("invalid {what} {value:?}: only lowercase letters, digits, '-', '.' and '_' are allowed, at most 253 characters")]
     Segment { what: &'static str, value: String },
+    #[error("invalid {what} {value:?}: \".\" and \"..\" segments are not allowed in a SPIFFE ID")]
+    DotSegment { what: &'static str, value: String },
     #[error("not a Kubernetes service-account username (system:serviceaccount:<ns>:<sa>): {0:?}")]
     Username(String),
 }
 
 fn check_segment(what: &'static str, value: &str) -> Result<(), SpiffeError> {
+    // The SPIFFE spec forbids dot segments; go-spiffe peers refuse such IDs.
+    if value == "." || value == ".." {
+        return Err(SpiffeError::DotSegment { what, value: value.to_string() });
+    }
     let ok = !value.is_empty()
         && value.len() <= 253
         && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'.' | b'_'));
@@ -91,6 +97,22 @@ impl FromStr for SpiffeId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dot_segments_are_refused() {
+        for bad in [
+            "spiffe://cluster.local/ns/../sa/..",
+            "spiffe://cluster.local/ns/./sa/x",
+            "spiffe://cluster.local/ns/x/sa/.",
+            "spiffe://../ns/x/sa/y",
+        ] {
+            assert!(bad.parse::<SpiffeId>().is_err(), "{bad} accepted");
+        }
+        assert!(SpiffeId::from_k8s_username("td", "system:serviceaccount:..:x").is_err());
+        assert!(SpiffeId::new("td", "a", "..").is_err());
+        // Dots inside a segment stay legal (Kubernetes names allow them).
+        assert!(SpiffeId::new("td", "a.b", "c..d").is_ok());
+    }
 
     #[test]
     fn parse_and_format() {

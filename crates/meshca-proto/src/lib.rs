@@ -25,6 +25,21 @@ pub mod istio {
     }
 }
 
+/// `meshca.v1`: meshca's extension to the CA API, served on the same port.
+pub mod meshca {
+    /// `meshca.v1`: the CA change stream ([`CaEventsServer`]).
+    pub mod v1 {
+        include!("generated/meshca.v1.rs");
+    }
+}
+
+pub use meshca::v1::ca_events_client::CaEventsClient;
+pub use meshca::v1::ca_events_server::{CaEvents, CaEventsServer};
+pub use meshca::v1::{AgentReport, CaEvent};
+
+/// Full gRPC path of the `Watch` method of meshca's change stream.
+pub const CA_EVENTS_WATCH_PATH: &str = "/meshca.v1.CaEvents/Watch";
+
 pub use istio::v1::auth::istio_certificate_service_client::IstioCertificateServiceClient;
 pub use istio::v1::auth::istio_certificate_service_server::{
     IstioCertificateService, IstioCertificateServiceServer, SERVICE_NAME,

@@ -1,5 +1,6 @@
-//! Code generation for `proto/istio/v1/auth/ca.proto`, and a check that the
-//! committed output in `src/generated/` is up to date.
+//! Code generation for `proto/istio/v1/auth/ca.proto` (Istio's CA API) and
+//! `proto/meshca/v1/events.proto` (meshca's change stream), and a check that
+//! the committed output in `src/generated/` is up to date.
 //!
 //! The generated Rust is committed so that building `meshca-proto` needs
 //! neither `protoc` nor a build script. The `.proto` is compiled in-process by
@@ -23,17 +24,17 @@ const REGENERATE_ENV: &str = "MESHCA_REGENERATE_PROTO";
 /// The command printed when the committed file is stale.
 const REGENERATE_CMD: &str = "MESHCA_REGENERATE_PROTO=1 cargo test -p meshca-proto --test drift";
 
-/// The proto package we generate code for; prost names its output file after it.
-const PACKAGE: &str = "istio.v1.auth";
+/// The proto files and the package each defines; prost names its output file after the package.
+const PROTOS: [(&str, &str); 2] =
+    [("istio/v1/auth/ca.proto", "istio.v1.auth"), ("meshca/v1/events.proto", "meshca.v1")];
 
 /// Header prepended to the generator output in the committed file.
-const HEADER: &str = "\
-// Generated from proto/istio/v1/auth/ca.proto by crates/meshca-proto/tests/drift.rs.
-// Do not edit by hand. Regenerate with:
-//
-//     MESHCA_REGENERATE_PROTO=1 cargo test -p meshca-proto --test drift
-//
-";
+fn header(file: &str) -> String {
+    format!(
+        "// Generated from proto/{file} by crates/meshca-proto/tests/drift.rs.\n\
+         // Do not edit by hand. Regenerate with:\n//\n//     {REGENERATE_CMD}\n//\n"
+    )
+}
 
 fn crate_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -43,19 +44,19 @@ fn proto_dir() -> PathBuf {
     crate_dir().join("proto")
 }
 
-fn committed_path() -> PathBuf {
-    crate_dir().join("src").join("generated").join(format!("{PACKAGE}.rs"))
+fn committed_path(package: &str) -> PathBuf {
+    crate_dir().join("src").join("generated").join(format!("{package}.rs"))
 }
 
 /// Runs the full generation pipeline into `out_dir` and returns the text that
 /// belongs in the committed file.
-fn generate(out_dir: &Path) -> String {
+fn generate(out_dir: &Path, file: &str, package: &str) -> String {
     let fds = protox::Compiler::new([proto_dir()])
         .expect("create protox compiler")
         .include_source_info(true)
         .include_imports(true)
-        .open_file("istio/v1/auth/ca.proto")
-        .unwrap_or_else(|e| panic!("compile ca.proto with protox: {e:?}"))
+        .open_file(file)
+        .unwrap_or_else(|e| panic!("compile {file} with protox: {e:?}"))
         .file_descriptor_set();
 
     tonic_prost_build::configure()
@@ -71,9 +72,9 @@ fn generate(out_dir: &Path) -> String {
         .compile_fds(fds)
         .expect("generate Rust code with tonic-prost-build");
 
-    let generated = out_dir.join(format!("{PACKAGE}.rs"));
+    let generated = out_dir.join(format!("{package}.rs"));
     let body = fs::read_to_string(&generated).unwrap_or_else(|e| panic!("read generated {}: {e}", generated.display()));
-    format!("{HEADER}{body}")
+    format!("{}{body}", header(file))
 }
 
 /// Normalises line endings so a CRLF checkout does not count as drift.
@@ -125,9 +126,15 @@ fn describe_difference(committed: &str, fresh: &str) -> String {
 
 #[test]
 fn generated_code_is_up_to_date() {
+    for (file, package) in PROTOS {
+        check(file, package);
+    }
+}
+
+fn check(file: &str, package: &str) {
     let tmp = tempfile::tempdir().expect("create tempdir");
-    let fresh = generate(tmp.path());
-    let path = committed_path();
+    let fresh = generate(tmp.path(), file, package);
+    let path = committed_path(package);
 
     if std::env::var_os(REGENERATE_ENV).is_some_and(|v| !v.is_empty() && v != "0") {
         fs::create_dir_all(path.parent().expect("generated dir has a parent")).expect("create src/generated");
@@ -145,7 +152,7 @@ fn generated_code_is_up_to_date() {
 
     if normalize(&committed) != normalize(&fresh) {
         panic!(
-            "{} is out of date with proto/istio/v1/auth/ca.proto or the code generators.\n\
+            "{} is out of date with proto/{file} or the code generators.\n\
              Regenerate it with:\n    {REGENERATE_CMD}\n\n{}",
             path.display(),
             describe_difference(&normalize(&committed), &normalize(&fresh)),

@@ -15,7 +15,8 @@ fn duration(s: &str) -> Result<Duration, String> {
 
 #[derive(Args, Debug)]
 pub struct AgentArgs {
-    /// CA gRPC address host:port
+    /// CA gRPC address host:port; several replicas as a comma-separated list or dns:///name:port
+    /// (the agent moves to the next one when a connection fails)
     #[arg(long, env = "MESHCA_AGENT_CA_ADDR", default_value = "127.0.0.1:15012")]
     ca_addr: String,
     /// Root bundle to verify the CA's serving certificate; roots the CA later returns are trusted too
@@ -27,9 +28,13 @@ pub struct AgentArgs {
     /// TLS server name expected in the CA's certificate
     #[arg(long, env = "MESHCA_AGENT_CA_SERVER_NAME", default_value = "istiod.istio-system.svc")]
     ca_server_name: String,
-    /// The CA's HTTP address (plain HTTP): long-poll of /root-cert.pem and /status for fast rotation
+    /// Fallback for CAs without meshca's change stream: the CA's plain-HTTP address, long-polled
+    /// (/root-cert.pem) and polled (/status) for rotation signals. Not needed with meshca serve.
     #[arg(long, env = "MESHCA_AGENT_CA_HTTP_ADDR")]
     ca_http_addr: Option<String>,
+    /// Do not follow the CA's change stream (meshca.v1.CaEvents) on the gRPC channel
+    #[arg(long, env = "MESHCA_AGENT_NO_CA_EVENTS")]
+    no_ca_events: bool,
     /// How often to compare the CA's signing chain (with --ca-http-addr)
     #[arg(long, env = "MESHCA_AGENT_CA_STATUS_INTERVAL", default_value = "5s", value_parser = duration)]
     ca_status_interval: Duration,
@@ -103,6 +108,7 @@ impl AgentArgs {
             output_dir: self.output_dir,
             http_addr: self.http_addr,
             ca_http_addr: self.ca_http_addr,
+            ca_events: !self.no_ca_events,
             status_interval: self.ca_status_interval,
         })
     }

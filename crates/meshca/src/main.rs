@@ -4,8 +4,12 @@
 
 mod agent;
 mod certs;
+mod doctor;
+mod limits;
+mod policy;
 mod request;
 mod serve;
+mod store_args;
 mod token;
 
 use clap::{Parser, Subcommand};
@@ -29,18 +33,15 @@ enum Command {
     Request(request::RequestArgs),
     /// Node agent: get the workload certificate from the CA and serve it to Envoy over SDS.
     Agent(Box<agent::AgentArgs>),
+    /// Diagnose CA material, a running CA, Vault, workloads, Envoy, mTLS and JWTs: named checks with hints.
+    Doctor(Box<doctor::DoctorArgs>),
+    /// Istio authorization/authentication policies: check (evaluate and explain), compile to Envoy filters.
+    Policy(policy::PolicyArgs),
 }
 
 fn init_logging(format: &str) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MESHCA_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,h2=warn,hyper=warn,tower=warn,rustls=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        "json" => builder.json().init(),
-        "text" => builder.init(),
-        other => anyhow::bail!("--log-format {other:?}: expected text or json"),
-    }
-    Ok(())
+    // Escapes and caps every field, rate-limits each call site (meshca_ca::logging).
+    meshca_ca::logging::init(format)
 }
 
 fn main() -> std::process::ExitCode {
@@ -51,6 +52,8 @@ fn main() -> std::process::ExitCode {
         Command::Token(args) => token::run(args),
         Command::Request(args) => request::run(args),
         Command::Agent(args) => init_logging(&args.log_format).and_then(|()| agent::run(*args)),
+        Command::Policy(args) => policy::run(args),
+        Command::Doctor(args) => return doctor::run(*args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

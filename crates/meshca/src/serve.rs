@@ -67,9 +67,19 @@ pub struct ServeArgs {
     /// How often the plug-in directory is polled, in addition to file-change events [default: 30s]
     #[arg(long, env = "MESHCA_RELOAD_POLL_INTERVAL", value_parser = duration)]
     pub reload_poll_interval: Option<Duration>,
+    /// How long a new root is published before a signer under it may sign, unless every connected agent confirms
+    /// it sooner [default: the longest lifetime issued since start-up, capped at --max-ttl]
+    #[arg(long, env = "MESHCA_ROOT_PROPAGATION_DELAY", value_parser = duration)]
+    pub root_propagation_delay: Option<Duration>,
     // --- Vault/OpenBao CA source ---
     #[command(flatten)]
     pub vault: VaultArgs,
+    // --- Transport, audit and resource limits (limits.rs) ---
+    #[command(flatten)]
+    pub limits: crate::limits::LimitArgs,
+    // --- Shared state for several replicas (store_args.rs) ---
+    #[command(flatten)]
+    pub store: crate::store_args::StoreArgs,
 }
 
 /// The TOML file: the same keys as the flags.
@@ -92,9 +102,13 @@ struct FileConfig {
     log_format: Option<String>,
     allow_root_replace: Option<bool>,
     reload_poll_interval: Option<String>,
+    root_propagation_delay: Option<String>,
     /// The `vault_*` keys, split off before the rest is parsed.
     #[serde(skip)]
     vault: VaultArgs,
+    /// The limit keys (`crate::limits::KEYS`), split off likewise.
+    #[serde(skip)]
+    limits: crate::limits::LimitArgs,
 }
 
 impl ServeArgs {
@@ -114,10 +128,13 @@ impl ServeArgs {
                     toml::from_str(&text).with_context(|| format!("config file {}", p.display()))?;
                 let vault_keys: Vec<String> = table.keys().filter(|k| k.starts_with("vault_")).cloned().collect();
                 let vault: toml::Table = vault_keys.iter().filter_map(|k| table.remove_entry(k)).collect();
+                let limits: toml::Table = crate::limits::KEYS.iter().filter_map(|k| table.remove_entry(*k)).collect();
                 let mut file: FileConfig =
                     toml::Value::Table(table).try_into().with_context(|| format!("config file {}", p.display()))?;
                 file.vault =
                     toml::Value::Table(vault).try_into().with_context(|| format!("config file {}", p.display()))?;
+                file.limits =
+                    toml::Value::Table(limits).try_into().with_context(|| format!("config file {}", p.display()))?;
                 Ok(file)
             }
         }
@@ -128,22 +145,12 @@ impl ServeArgs {
         let file = self.file()?;
         let d = ServeConfig::default();
         let vault = self.vault.clone().merge(file.vault.clone()).resolve()?;
+        let (limits, jwt_allow_http) = self.limits.clone().resolve(file.limits.clone())?;
         let file_dur = |v: Option<String>, key: &str| -> anyhow::Result<Option<Duration>> {
             v.map(|s| duration(&s).map_err(|e| anyhow::anyhow!("config file: {key}: {e}"))).transpose()
         };
         let issuers = self.jwt_issuer.or(file.jwt_issuer).unwrap_or_default();
-        let jwt_issuers = issuers
-            .iter()
-            .filter(|s| !s.trim().is_empty())
-            .map(|s| {
-                s.split_once('=')
-                    .map(|(i, src)| (i.trim().to_string(), src.trim().to_string()))
-                    .filter(|(i, src)| !i.is_empty() && !src.is_empty())
-                    .ok_or_else(|| {
-                        anyhow::anyhow!("--jwt-issuer {s:?}: expected ISSUER=SOURCE (a JWKS file, a JWKS URL, or oidc)")
-                    })
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        let jwt_issuers = parse_jwt_issuers(&issuers)?;
         let trusted = self.trusted_node_accounts.or(file.trusted_node_accounts).unwrap_or_default();
         for t in &trusted {
             let ok = t.split_once('/').is_some_and(|(ns, sa)| !ns.is_empty() && !sa.is_empty() && !sa.contains('/'));
@@ -168,7 +175,12 @@ impl ServeArgs {
                 .reload_poll_interval
                 .or(file_dur(file.reload_poll_interval, "reload_poll_interval")?)
                 .unwrap_or(d.reload_poll_interval),
+            root_propagation_delay: self
+                .root_propagation_delay
+                .or(file_dur(file.root_propagation_delay, "root_propagation_delay")?),
             vault,
+            limits,
+            jwt_allow_http,
             ..d
         };
         meshca_pki::SpiffeId::new(&cfg.trust_domain, "ns", "sa").map_err(|e| anyhow::anyhow!("--trust-domain: {e}"))?;
@@ -182,10 +194,31 @@ impl ServeArgs {
     }
 }
 
+/// `--jwt-issuer ISSUER=SOURCE` values as (issuer, source) pairs; blank entries are ignored.
+pub fn parse_jwt_issuers(issuers: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    issuers
+        .iter()
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| {
+            s.split_once('=')
+                .map(|(i, src)| (i.trim().to_string(), src.trim().to_string()))
+                .filter(|(i, src)| !i.is_empty() && !src.is_empty())
+                .ok_or_else(|| {
+                    anyhow::anyhow!("--jwt-issuer {s:?}: expected ISSUER=SOURCE (a JWKS file, a JWKS URL, or oidc)")
+                })
+        })
+        .collect()
+}
+
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let store = args.store.clone();
     let cfg = args.resolve()?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    rt.block_on(meshca_ca::server::run(cfg, shutdown_signal()))
+    rt.block_on(async move {
+        // Held while serving: it keeps this replica's registry entry alive.
+        let _registration = store.prepare(&cfg).await?;
+        meshca_ca::server::run(cfg, shutdown_signal()).await
+    })
 }
 
 async fn shutdown_signal() {
@@ -387,3 +420,7 @@ impl VaultArgs {
         Ok(Some(cfg))
     }
 }
+
+#[cfg(test)]
+#[path = "serve_fuzz_corpus.rs"]
+mod fuzz_corpus;

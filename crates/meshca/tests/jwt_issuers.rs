@@ -104,6 +104,8 @@ fn start(work: &std::path::Path, jwks_file: &std::path::Path, tiny: &Tiny, oidc_
             format!("{URL_ISS}={}", tiny.url("/url/jwks")),
             "--jwt-issuer".into(),
             format!("{oidc_iss}=oidc"),
+            // The tiny JWKS/OIDC server is plain HTTP on loopback.
+            "--jwt-allow-http".into(),
         ],
         ..Default::default()
     };

@@ -223,7 +223,9 @@ async fn root_rotation_in_three_steps_is_taken_live() {
     assert_eq!(cert_count(&both), 2);
     let ca = w.join("cacerts");
     let mut dir = CaDir::kube(&ca, &a1);
-    let server = Server::start(&bin(), w, ServerOptions { ca_dir: Some(ca), ..Default::default() }).unwrap();
+    // No agent follows the change stream here, so a new root waits for the propagation delay.
+    let args = vec!["--root-propagation-delay".to_string(), "3s".to_string()];
+    let server = Server::start(&bin(), w, ServerOptions { ca_dir: Some(ca), args, ..Default::default() }).unwrap();
     let token = server.token("default", "rot");
     let mut wl = Issuer::new(&server, &format!("{pem_a}{pem_b}"), &token).await;
     let t = Duration::from_secs(10);
@@ -285,9 +287,26 @@ async fn root_rotation_in_three_steps_is_taken_live() {
         ],
     );
 
-    // Step 2: signer B1, root-cert.pem = B only (shares B with A+B, so accepted).
+    // Step 2, taken too early: signer B1, root-cert.pem = B only. B was published a moment ago, so B1 is
+    // prepared and A2 keeps signing (with A kept in the bundle) until B has been served for the delay.
+    let published = std::time::Instant::now();
     dir.kube_write(&b1.files());
+    let prepared = poll("B1 prepared", t, || {
+        let st = server.status();
+        (!st["rotation"]["prepared"].is_null()).then_some(st)
+    })
+    .await;
+    assert!(prepared["rotation"]["prepared"]["signer_subject"].as_str().unwrap().contains("b1"), "{prepared}");
+    assert_eq!(metric(&server, "meshca_ca_root_prepared_total"), 1.0);
+    let chain = wl.issue().await;
+    if published.elapsed() < Duration::from_secs(3) {
+        assert_eq!(chain[1], a2.cert, "the signer stays A2 while B1 is prepared");
+        assert_eq!(cert_count(chain.last().unwrap()), 2, "the bundle keeps A (the current signer's root) and B");
+    }
     let (chain, _) = wl.issue_until("a leaf from B1", t, |c| c[1] == b1.cert).await;
+    assert!(published.elapsed() >= Duration::from_secs(3), "B1 signed before the propagation delay");
+    assert_eq!(metric(&server, "meshca_ca_root_activations_total"), 1.0);
+    assert!(server.status()["rotation"]["prepared"].is_null());
     assert_eq!(chain.last(), Some(&pem_b), "the bundle is B alone");
     assert_eq!(metric(&server, ROOTS), 1.0);
     assert_eq!(metric(&server, CHAIN_EXPIRY), b1.not_after() as f64);
@@ -350,8 +369,10 @@ async fn self_signed_switches_to_plugged_without_restart() {
         let sub = w.join(format!("keep-{with_self_signed_root}"));
         let ca = sub.join("cacerts");
         std::fs::create_dir_all(&sub).unwrap();
+        let args = vec!["--root-propagation-delay".to_string(), "1s".to_string()];
         let server =
-            Server::start(&bin(), &sub, ServerOptions { ca_dir: Some(ca.clone()), ..Default::default() }).unwrap();
+            Server::start(&bin(), &sub, ServerOptions { ca_dir: Some(ca.clone()), args, ..Default::default() })
+                .unwrap();
         assert_eq!(server.status()["source"], "self-signed");
         let self_root = server.root_pem();
         let token = server.token("default", "rot");

@@ -165,9 +165,15 @@ impl VaultClient {
                 "--vault-addr {addr:?} must start with http:// or https:// (e.g. https://vault.vault.svc:8200)"
             )));
         }
+        if addr.starts_with("http://") {
+            tracing::warn!(addr = %addr, "--vault-addr is plain http://: the Vault token and login secrets cross the network unencrypted");
+        }
+        // Never follow a redirect: it would re-send X-Vault-Token (and a login
+        // secret in the body) to wherever the answer points, plain HTTP included.
         let mut b = reqwest::Client::builder()
             .timeout(cfg.timeout)
             .connect_timeout(Duration::from_secs(5).min(cfg.timeout))
+            .redirect(reqwest::redirect::Policy::none())
             .no_proxy();
         if let Some(file) = &cfg.ca_file {
             let pem = std::fs::read(file)
@@ -214,6 +220,19 @@ impl VaultClient {
             .await
             .map_err(|e| VaultError::Unreachable { addr: self.addr.clone(), detail: error_chain(&e) })?;
         let status = resp.status().as_u16();
+        if resp.status().is_redirection() {
+            let to = resp.headers().get("location").and_then(|l| l.to_str().ok()).unwrap_or("?");
+            return Err(VaultError::Status {
+                method,
+                path: path.into(),
+                status,
+                errors: format!(
+                    "redirect to {} not followed (meshca never re-sends Vault credentials to another address); \
+                     point --vault-addr at the active node or a load balancer that does not redirect",
+                    crate::sanitize::short(to)
+                ),
+            });
+        }
         let text = resp.text().await.map_err(|e| VaultError::Unreachable {
             addr: self.addr.clone(),
             detail: format!("reading the answer to {method} /v1/{path}: {}", error_chain(&e)),

@@ -167,8 +167,14 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// An agent for `token` (written to `dir/token`) against `ca`, trusting `ca_root_file`.
+    /// An agent for `token` (written to `dir/token`) against `ca`, trusting `ca_root_file`, given
+    /// only the CA's gRPC address (plus `extra`).
     pub fn start(work: &Path, name: &str, ca: &Server, ca_root_file: &Path, token: &str, extra: &[&str]) -> Self {
+        Self::start_at(work, name, &ca.grpc.to_string(), ca_root_file, token, extra)
+    }
+
+    /// Like [`Agent::start`] with `--ca-addr` given as is (a list, `dns:///name:port`).
+    pub fn start_at(work: &Path, name: &str, ca_addr: &str, ca_root_file: &Path, token: &str, extra: &[&str]) -> Self {
         let dir = work.join(name);
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("token"), token).unwrap();
@@ -179,15 +185,12 @@ impl Agent {
         let mut args: Vec<String> = vec![
             "agent".into(),
             "--ca-addr".into(),
-            ca.grpc.to_string(),
+            ca_addr.to_string(),
             "--ca-root".into(),
             ca_root_file.display().to_string(),
             "--ca-server-name".into(),
             "localhost".into(),
-            "--ca-http-addr".into(),
-            ca.http.to_string(),
-            "--ca-status-interval".into(),
-            "250ms".into(),
+            // No --ca-http-addr: CA changes arrive over the authenticated change stream on --ca-addr.
             "--rotation-jitter".into(),
             "200ms".into(),
             "--token-file".into(),

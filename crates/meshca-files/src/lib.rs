@@ -1,5 +1,6 @@
 //! Writing files safely: atomically (temp file in the same directory, fsync,
 //! rename) and, for private keys, with mode 0600 from the first byte.
+#![forbid(unsafe_code)]
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
