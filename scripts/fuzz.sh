@@ -4,33 +4,37 @@
 #   scripts/fuzz.sh [--time SECONDS] [--merge] [TARGET...]
 #
 # --time N   run each target N seconds (default 60)
-# --merge    afterwards, merge the inputs that found new coverage into
-#            fuzz/corpus/<target>/ (libFuzzer -merge=1 keeps only the ones that
-#            add coverage; review the size before committing)
-# TARGET     any of the targets below (default: all)
+# --merge    afterwards, add to fuzz/corpus/<target>/ up to 15 (FUZZ_MERGE_MAX)
+#            of the new inputs that cover what the corpus does not (libFuzzer
+#            -set_cover_merge=1; existing files are kept; review before committing)
+# TARGET     pem_certs csr_pem csr_der ca_material jwt jwks grpc_request
+#            agent_report sds_request serve_config (default: all; fuzz/src/lib.rs
+#            says what each feeds to which parser)
 #
 # Each target is fed the committed corpus fuzz/corpus/<target>/ and writes new
-# inputs to a scratch directory, so a run leaves the tree unchanged. A crash,
+# inputs to a scratch directory, so a run without --merge leaves the corpus as
+# it was. A crash,
 # a panic, a timeout, an out-of-memory or an allocation above 512 MB makes the
 # script exit 1, naming the reproducer (fuzz/artifacts/<target>/...); rerun
-# it with `RUSTC_BOOTSTRAP=1 cargo fuzz run <target> <file>` in fuzz/.
+# it with `RUSTC_BOOTSTRAP=1 cargo fuzz run -O <target> <file>` in fuzz/.
 # The corpus is also replayed by the test suite (crates/*/tests/fuzz_corpus.rs).
 #
 # cargo-fuzz needs nightly compiler flags; RUSTC_BOOTSTRAP=1 enables them on
 # the stable toolchain of rust-toolchain/CI (set FUZZ_CARGO="cargo +nightly"
-# to use a nightly toolchain instead).
+# to use a nightly toolchain instead). FUZZ_ARGS adds libFuzzer options.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TARGETS_ALL=(pem_certs csr_pem csr_der ca_material jwt jwks grpc_request agent_report sds_request serve_config)
 time_s=60
 merge=0
+merge_max="${FUZZ_MERGE_MAX:-15}"
 targets=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --time) time_s="${2:?--time needs a number of seconds}"; shift 2 ;;
     --merge) merge=1; shift ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { print } /^set /{ exit }' "$0"; exit 0 ;;
     -*) echo "fuzz.sh: unknown option $1" >&2; exit 2 ;;
     *) targets+=("$1"); shift ;;
   esac
@@ -68,7 +72,7 @@ for t in "${targets[@]}"; do
   status=0
   "${fuzz_cargo[@]}" fuzz run -O "$t" "$scratch/$t" "corpus/$t" -- \
     -max_total_time="$time_s" -max_len=16384 -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=512 \
-    -print_final_stats=1 -artifact_prefix="artifacts/$t/" >"$log" 2>&1 || status=$?
+    -print_final_stats=1 -artifact_prefix="artifacts/$t/" ${FUZZ_ARGS:-} >"$log" 2>&1 || status=$?
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
   cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 || true)
@@ -82,8 +86,18 @@ for t in "${targets[@]}"; do
     summary+=("$t: ok, ${time_s}s, ${execs:-?} runs, ${rate:-?} exec/s, ${cov:-cov: ?}")
   fi
   if [[ $merge -eq 1 && $status -eq 0 ]]; then
-    "${fuzz_cargo[@]}" fuzz run -O "$t" "corpus/$t" "$scratch/$t" -- -merge=1 -max_len=16384 >"$log.merge" 2>&1
-    echo "fuzz.sh: $t corpus now $(find "corpus/$t" -type f | wc -l) files"
+    # Merge into a copy, then keep at most $merge_max of the new inputs so the corpus stays small.
+    merged="$scratch/merged-$t"
+    cp -r "corpus/$t" "$merged"
+    "${fuzz_cargo[@]}" fuzz run -O "$t" "$merged" "$scratch/$t" -- -set_cover_merge=1 -max_len=16384 >"$log.merge" 2>&1
+    added=0
+    while IFS= read -r f; do
+      [[ -e "corpus/$t/$f" ]] && continue
+      [[ $added -ge $merge_max ]] && break
+      cp "$merged/$f" "corpus/$t/$f"
+      added=$((added + 1))
+    done < <(ls "$merged" | sort)
+    echo "fuzz.sh: $t: $added new input(s) kept, corpus now $(find "corpus/$t" -type f | wc -l) files"
   fi
 done
 

@@ -4,7 +4,7 @@
 use crate::caclient::Identity;
 use crate::manager::{CertManager, CertState, Clock};
 use crate::metrics::Metrics;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -13,6 +13,8 @@ use std::sync::Arc;
 
 #[derive(Clone)]
 pub struct HttpState {
+    /// Run-time log levels, when the binary manages logging.
+    pub log: Option<LogControl>,
     pub manager: CertManager,
     pub identity: Identity,
     pub metrics: Arc<Metrics>,
@@ -24,6 +26,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/healthz", get(health))
         .route("/readyz", get(health))
         .route("/metrics", get(metrics))
+        .route("/logging", get(logging_get).post(logging_set))
         .with_state(state)
 }
 
@@ -46,4 +49,31 @@ async fn health(State(s): State<HttpState>) -> Response {
 async fn metrics(State(s): State<HttpState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], s.metrics.render(s.clock.now()))
         .into_response()
+}
+
+/// How the binary lets the agent read and change its log filter at run time.
+#[derive(Debug, Clone, Copy)]
+pub struct LogControl {
+    pub get: fn() -> Option<String>,
+    /// `level=L` or `SCOPE=L` pairs; returns the new filter or why not.
+    pub set: fn(&[(String, String)]) -> Result<String, String>,
+}
+
+/// `GET /logging`: the log filter in force.
+async fn logging_get(State(s): State<HttpState>) -> Response {
+    match s.log.and_then(|l| (l.get)()) {
+        Some(f) => (StatusCode::OK, format!("{f}\n")).into_response(),
+        None => (StatusCode::NOT_FOUND, "run-time log levels are not available\n").into_response(),
+    }
+}
+
+/// `POST /logging?level=debug` or `?meshca_agent::sds=debug`.
+async fn logging_set(State(s): State<HttpState>, Query(changes): Query<Vec<(String, String)>>) -> Response {
+    let Some(log) = s.log else {
+        return (StatusCode::NOT_FOUND, "run-time log levels are not available\n").into_response();
+    };
+    match (log.set)(&changes) {
+        Ok(f) => (StatusCode::OK, format!("{f}\n")).into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    }
 }

@@ -43,6 +43,8 @@ pub struct AgentConfig {
     pub ca_http_addr: Option<String>,
     /// Follow the CA's change stream over the gRPC channel (default on).
     pub ca_events: bool,
+    /// Run-time log levels on the HTTP port (`/logging`).
+    pub log_control: Option<http::LogControl>,
     pub status_interval: Duration,
 }
 
@@ -86,6 +88,7 @@ pub async fn run(
             tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding --http-addr {addr}"))?;
         tracing::info!("agent HTTP (health, metrics) on {}", listener.local_addr()?);
         let app = http::router(http::HttpState {
+            log: cfg.log_control,
             manager: manager.clone(),
             identity: identity.clone(),
             metrics: metrics.clone(),

@@ -286,6 +286,7 @@ pub struct Guard {
     pub limits: Limits,
     pub registry: Arc<ConnRegistry>,
     pub inflight: Arc<Semaphore>,
+    pub peers: Arc<crate::peer_slots::PeerSlots>,
 }
 
 #[derive(Clone)]
@@ -393,16 +394,14 @@ impl Guard {
     async fn slot(&self, deadline: tokio::time::Instant) -> Result<OwnedSemaphorePermit, Resp> {
         match tokio::time::timeout_at(deadline, self.inflight.clone().acquire_owned()).await {
             Ok(Ok(p)) => Ok(p),
-            _ => {
-                LimitCounters::inc(&self.metrics.limits.grpc_requests_shed);
-                tracing::warn!(
-                    max = self.limits.grpc_max_inflight,
-                    "certificate request shed: --grpc-max-inflight stayed reached for the whole request timeout"
-                );
-                Err(tonic::Status::resource_exhausted("the CA is at its limit of requests in progress; retry")
-                    .into_http())
-            }
+            _ => Err(self.shed("--grpc-max-inflight", self.limits.grpc_max_inflight)),
         }
+    }
+
+    fn shed(&self, flag: &str, max: usize) -> Resp {
+        LimitCounters::inc(&self.metrics.limits.grpc_requests_shed);
+        tracing::warn!(max, "certificate request shed: {flag} stayed reached for the whole request timeout");
+        tonic::Status::resource_exhausted("the CA is at its limit of requests in progress; retry").into_http()
     }
 }
 
@@ -438,6 +437,15 @@ where
         Box::pin(async move {
             let _in_flight = in_flight;
             let deadline = tokio::time::Instant::now() + guard.limits.grpc_request_timeout;
+            let _peer_permit = match peer {
+                Some(p) => match guard.peers.acquire(p.ip(), deadline).await {
+                    Some(permit) => Some(permit),
+                    None => {
+                        return Ok(guard.shed("--grpc-max-inflight-per-peer", guard.limits.grpc_max_inflight_per_peer))
+                    }
+                },
+                None => None,
+            };
             let _permit = match guard.slot(deadline).await {
                 Ok(p) => p,
                 Err(resp) => return Ok(resp),

@@ -39,6 +39,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/root-cert.pem", get(root_cert))
         .route("/status", get(status))
+        .route("/logging", get(logging_get).post(logging_set))
         .with_state(state)
 }
 
@@ -162,4 +163,21 @@ async fn status(State(s): State<Arc<HttpState>>) -> Json<serde_json::Value> {
             "agents": s.active.staging.agents.list(),
         },
     }))
+}
+
+/// `GET /logging`: the log filter in force.
+async fn logging_get() -> Response {
+    match crate::logging::log_filter() {
+        Some(f) => (StatusCode::OK, format!("{f}\n")).into_response(),
+        None => (StatusCode::NOT_FOUND, "logging is not managed by meshca in this process\n").into_response(),
+    }
+}
+
+/// `POST /logging?level=debug` or `?meshca_ca::reload=debug` (as Envoy's
+/// `/logging?rbac=debug`): change log levels without a restart.
+async fn logging_set(Query(changes): Query<Vec<(String, String)>>) -> Response {
+    match crate::logging::set_log_levels(&changes) {
+        Ok(f) => (StatusCode::OK, format!("{f}\n")).into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    }
 }

@@ -19,6 +19,7 @@ pub mod jwks;
 pub mod limits;
 pub mod logging;
 pub mod metrics;
+pub mod peer_slots;
 pub mod reload;
 pub mod rotation;
 pub mod sanitize;

@@ -39,6 +39,9 @@ pub struct Limits {
     /// CreateCertificate requests being handled at once, over all connections;
     /// more wait (body unread) within the request timeout, then get RESOURCE_EXHAUSTED.
     pub grpc_max_inflight: usize,
+    /// CreateCertificate requests in progress from one IP address; more wait
+    /// (body unread) within the request timeout, then get RESOURCE_EXHAUSTED.
+    pub grpc_max_inflight_per_peer: usize,
     /// A TLS handshake must complete in this time.
     pub tls_handshake_timeout: Duration,
     /// HTTP connections open at once; more are closed at accept.
@@ -75,6 +78,7 @@ impl Default for Limits {
             grpc_max_connection_age: Duration::from_secs(30 * 60),
             grpc_max_connections: 16_384,
             grpc_max_inflight: 1024,
+            grpc_max_inflight_per_peer: 256,
             tls_handshake_timeout: Duration::from_secs(10),
             http_max_connections: 4096,
             http_header_read_timeout: Duration::from_secs(10),

@@ -69,10 +69,74 @@ impl<S: Subscriber> Layer<S> for RateLimit {
     }
 }
 
+type FilterHandle = tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>;
+
+/// The live filter, changed at run time through the HTTP port's `/logging`.
+static FILTER: std::sync::OnceLock<(FilterHandle, Mutex<String>)> = std::sync::OnceLock::new();
+
+const DEFAULT_FILTER: &str = "info,h2=warn,hyper=warn,tower=warn,rustls=warn";
+const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+
+/// Merge `changes` into the filter `current`: `level=L` sets the default
+/// level, `SCOPE=L` (a tracing target such as `meshca_ca::reload`, or a
+/// crate such as `h2`) sets one scope, replacing an earlier directive for it.
+pub fn merge_filter(current: &str, changes: &[(String, String)]) -> Result<String, String> {
+    if changes.is_empty() {
+        return Err("nothing to change: give level=LEVEL or SCOPE=LEVEL (e.g. meshca_ca::reload=debug)".into());
+    }
+    if changes.len() > 32 {
+        return Err("at most 32 changes at once".into());
+    }
+    let mut directives: Vec<String> =
+        current.split(',').map(str::trim).filter(|d| !d.is_empty()).map(str::to_string).collect();
+    for (scope, level) in changes {
+        let level = level.to_ascii_lowercase();
+        if !LEVELS.contains(&level.as_str()) {
+            return Err(format!("{:?}: the level must be one of {}", clean(&level, 40), LEVELS.join(", ")));
+        }
+        let valid = !scope.is_empty()
+            && scope.len() <= 100
+            && scope.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':' || c == '-');
+        if !valid {
+            return Err(format!("{:?}: a scope is a tracing target such as meshca_ca::reload", clean(scope, 40)));
+        }
+        if scope == "level" {
+            directives.retain(|d| d.contains('='));
+            directives.insert(0, level);
+        } else {
+            let scope = scope.replace('-', "_");
+            directives.retain(|d| d.split('=').next() != Some(scope.as_str()));
+            directives.push(format!("{scope}={level}"));
+        }
+    }
+    Ok(directives.join(","))
+}
+
+/// The filter in force, if the global subscriber was installed by [`init`].
+pub fn log_filter() -> Option<String> {
+    FILTER.get().map(|(_, cur)| cur.lock().unwrap_or_else(|p| p.into_inner()).clone())
+}
+
+/// Change log levels without a restart (see [`merge_filter`]); returns the new filter.
+pub fn set_log_levels(changes: &[(String, String)]) -> Result<String, String> {
+    let (handle, cur) = FILTER.get().ok_or("logging is not initialised")?;
+    let mut cur = cur.lock().unwrap_or_else(|p| p.into_inner());
+    let next = merge_filter(&cur, changes)?;
+    let filter = tracing_subscriber::EnvFilter::try_new(&next).map_err(|e| format!("invalid filter {next:?}: {e}"))?;
+    handle.reload(filter).map_err(|e| e.to_string())?;
+    tracing::warn!(filter = %next, "log levels changed at run time");
+    *cur = next.clone();
+    Ok(next)
+}
+
 /// Install the global subscriber: `text` or `json` on stderr, filtered by `MESHCA_LOG`.
 pub fn init(format: &str) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MESHCA_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,h2=warn,hyper=warn,tower=warn,rustls=warn"));
+    let spec = std::env::var("MESHCA_LOG")
+        .ok()
+        .filter(|s| tracing_subscriber::EnvFilter::try_new(s).is_ok())
+        .unwrap_or_else(|| DEFAULT_FILTER.to_string());
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(tracing_subscriber::EnvFilter::new(&spec));
+    let _ = FILTER.set((handle, Mutex::new(spec)));
     let registry = tracing_subscriber::registry().with(filter).with(RateLimit::default());
     match format {
         "json" => registry
@@ -218,5 +282,25 @@ mod tests {
         assert_eq!(burst, BURST as usize);
         assert!(rl.allow(id, t0 + Duration::from_millis(150)));
         assert!(!rl.allow(id, t0 + Duration::from_millis(150)));
+    }
+}
+
+#[cfg(test)]
+mod filter_tests {
+    use super::merge_filter;
+
+    fn ch(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    #[test]
+    fn scopes_and_default_level_merge_into_the_filter() {
+        let f = merge_filter("info,h2=warn", &ch(&[("meshca_ca::reload", "debug")])).unwrap();
+        assert_eq!(f, "info,h2=warn,meshca_ca::reload=debug");
+        let f = merge_filter(&f, &ch(&[("meshca_ca::reload", "INFO"), ("level", "warn")])).unwrap();
+        assert_eq!(f, "warn,h2=warn,meshca_ca::reload=info");
+        assert!(merge_filter("info", &ch(&[("rbac", "loud")])).unwrap_err().contains("must be one of"));
+        assert!(merge_filter("info", &ch(&[("a b\n", "debug")])).is_err());
+        assert!(merge_filter("info", &[]).is_err());
     }
 }

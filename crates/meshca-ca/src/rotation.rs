@@ -97,6 +97,9 @@ pub struct Staging {
     pub agents: Arc<AgentRegistry>,
     pub prepared_total: AtomicU64,
     pub activations_total: AtomicU64,
+    /// Held for a whole offer or activation, so a prepare (record, then
+    /// publish) and an activation never interleave.
+    op: Mutex<()>,
 }
 
 pub fn root_fp(der: &CertDer) -> String {
@@ -116,7 +119,13 @@ impl Staging {
             agents: Arc::new(AgentRegistry::default()),
             prepared_total: AtomicU64::new(0),
             activations_total: AtomicU64::new(0),
+            op: Mutex::new(()),
         }
+    }
+
+    /// Exclusive access for one offer or activation.
+    pub fn operation(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.op.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {

@@ -251,6 +251,7 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()> + Send + '
         limits: limits.clone(),
         registry: registry.clone(),
         inflight: Arc::new(tokio::sync::Semaphore::new(limits.grpc_max_inflight)),
+        peers: crate::peer_slots::PeerSlots::new(limits.grpc_max_inflight_per_peer),
     }));
     let accept_opts = AcceptOptions { limits: limits.clone(), registry, metrics: metrics.clone() };
     let grpc_service = IstioCertificateServiceServer::new(svc).max_decoding_message_size(limits.grpc_max_message_size);

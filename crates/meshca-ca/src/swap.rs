@@ -61,6 +61,7 @@ impl Swapper {
     /// Offer validated `material` from `source` at `location`. `bundle_name`
     /// names the root bundle (file or path) in messages.
     pub fn offer(&self, material: CaMaterial, source: SourceKind, location: PathBuf, bundle_name: &str) -> Outcome {
+        let _op = self.active.staging.operation();
         let current = self.active.load();
         let old = &current.material;
         if self.active.staging.is_prepared(&material) {
@@ -145,6 +146,21 @@ impl Swapper {
         let new_root_name = new_root.as_ref().map(subject).unwrap_or_default();
         let signer_name = subject(material.signer().cert());
         let bundle_changed = !same_set(published.roots(), old.roots());
+        tracing::warn!(
+            new_root = %new_root_name, signer = %signer_name, activate_by = %fmt_time(activate_by),
+            delay_s = delay.as_secs(),
+            "the new signer chains to a root that workloads may not hold yet: its root is published now and the \
+             current signer keeps signing until every connected agent holds the new bundle or the delay has passed"
+        );
+        // Recorded before the bundle is published, so whoever sees the new bundle also sees why.
+        self.active.staging.prepare(Prepared {
+            material,
+            source,
+            location,
+            prepared_at: now,
+            activate_by,
+            bundle_sha256,
+        });
         if bundle_changed {
             let snapshot = self.active.replace(published, current.source.clone(), current.directory.clone(), now);
             tracing::info!(
@@ -154,26 +170,13 @@ impl Swapper {
                 self.trust_domain
             );
         }
-        tracing::warn!(
-            new_root = %new_root_name, signer = %signer_name, activate_by = %fmt_time(activate_by),
-            delay_s = delay.as_secs(),
-            "the new signer chains to a root that workloads may not hold yet: its root is published now and the \
-             current signer keeps signing until every connected agent holds the new bundle or the delay has passed"
-        );
-        self.active.staging.prepare(Prepared {
-            material,
-            source,
-            location,
-            prepared_at: now,
-            activate_by,
-            bundle_sha256,
-        });
         self.active.reload_ok(now);
         Outcome::Prepared
     }
 
     /// Activate the prepared signer if its time has come (or `force`).
     pub fn activate_ready(&self, force: bool) -> Option<ActivationCause> {
+        let _op = self.active.staging.operation();
         let (p, cause) = self.active.staging.take_ready(self.clock.now(), force)?;
         tracing::info!(
             cause = cause.as_str(),

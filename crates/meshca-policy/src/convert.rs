@@ -80,12 +80,18 @@ fn rbac_config(out: &mut Out<'_>, c: &RbacConfig, root: &str) {
                 out.push("AuthorizationPolicy", &format!("{ns}-allow-all"), ns, allow_all.clone());
             }
             if !t.services.is_empty() {
-                out.issue(format!("exclusion.services {:?}: service-level exclusion has no modern equivalent", t.services));
+                out.issue(format!(
+                    "exclusion.services {:?}: service-level exclusion has no modern equivalent",
+                    t.services
+                ));
             }
         }
     }
     if c.enforcement_mode.as_deref() == Some("PERMISSIVE") {
-        out.issue("enforcementMode PERMISSIVE: add the annotation istio.io/dry-run: \"true\" to the converted policies".into());
+        out.issue(
+            "enforcementMode PERMISSIVE: add the annotation istio.io/dry-run: \"true\" to the converted policies"
+                .into(),
+        );
     }
 }
 
@@ -104,7 +110,10 @@ fn subject_sources(out: &mut Out<'_>, b: &ServiceRoleBinding) -> (Vec<Value>, bo
             src.insert("principals".into(), json!([s.user]));
         }
         if !s.group.is_empty() {
-            out.issue(format!("subject group {:?}: groups are not converted (use when request.auth.claims[groups])", s.group));
+            out.issue(format!(
+                "subject group {:?}: groups are not converted (use when request.auth.claims[groups])",
+                s.group
+            ));
         }
         for (k, v) in &s.properties {
             let field = match k.as_str() {
@@ -135,7 +144,9 @@ fn access_rule_to(out: &mut Out<'_>, r: &AccessRule) -> Option<Value> {
         op.insert("paths".into(), json!(r.paths));
     }
     if !r.ports.is_empty() || !r.not_ports.is_empty() {
-        out.issue("ports are dropped (as Istio's converter did): add to.operation.ports with the container port".into());
+        out.issue(
+            "ports are dropped (as Istio's converter did): add to.operation.ports with the container port".into(),
+        );
     }
     if !r.constraints.is_empty() {
         let keys: Vec<&str> = r.constraints.iter().map(|c| c.key.as_str()).collect();
@@ -183,12 +194,16 @@ fn service_role(out: &mut Out<'_>, set: &PolicySet, rules: &[AccessRule]) {
         for (j, s) in services.iter().enumerate() {
             let short = short_service(s);
             if short.contains('*') {
-                out.issue(format!("service {s:?} uses a wildcard: selectors cannot express it; converted as all workloads"));
+                out.issue(format!(
+                    "service {s:?} uses a wildcard: selectors cannot express it; converted as all workloads"
+                ));
             }
             let spec = if short.contains('*') {
                 json!({"rules": [rule]})
             } else {
-                out.issue(format!("service {s:?} assumed to select pods labelled app: {short}; check the Service's selector"));
+                out.issue(format!(
+                    "service {s:?} assumed to select pods labelled app: {short}; check the Service's selector"
+                ));
                 json!({"selector": {"matchLabels": {"app": short}}, "rules": [rule]})
             };
             let pname = format!("service-{}-rule{i}-target{j}", short.replace('*', "wildcard"));
@@ -200,10 +215,11 @@ fn service_role(out: &mut Out<'_>, set: &PolicySet, rules: &[AccessRule]) {
 fn authn_policy(out: &mut Out<'_>, p: &AuthnPolicy, mesh: bool, root: &str) {
     let ns = if mesh { root.to_string() } else { out.o.namespace().to_string() };
     // `peers: [{mtls: {}}]` and `peers: [{mtls: }]` (null) both mean mutual TLS, STRICT unless said.
-    let mode = p.peers.iter().find(|m| m.jwt.is_none()).map(|m| match m.mtls.as_ref().and_then(|x| x.mode.as_deref()) {
-        Some("PERMISSIVE") => "PERMISSIVE",
-        _ => "STRICT",
-    });
+    let mode =
+        p.peers.iter().find(|m| m.jwt.is_none()).map(|m| match m.mtls.as_ref().and_then(|x| x.mode.as_deref()) {
+            Some("PERMISSIVE") => "PERMISSIVE",
+            _ => "STRICT",
+        });
     let mode = if p.peer_is_optional { mode.map(|_| "PERMISSIVE") } else { mode };
     let targets: Vec<Option<&str>> =
         if p.targets.is_empty() { vec![None] } else { p.targets.iter().map(|t| Some(t.name.as_str())).collect() };
@@ -261,15 +277,21 @@ fn authn_policy(out: &mut Out<'_>, p: &AuthnPolicy, mesh: bool, root: &str) {
         }
         out.push("RequestAuthentication", &name, &ns, ra);
         if !p.origin_is_optional {
-            let mut deny = json!({"action": "DENY", "rules": [{"from": [{"source": {"notRequestPrincipals": ["*"]}}]}]});
+            let mut deny =
+                json!({"action": "DENY", "rules": [{"from": [{"source": {"notRequestPrincipals": ["*"]}}]}]});
             if let Some(s) = &sel {
                 deny["selector"] = s.clone();
             }
             out.push("AuthorizationPolicy", &format!("{name}-require-jwt"), &ns, deny);
-            out.issue("a missing JWT used to get 401 (Origin authentication failed); the DENY policy answers 403".into());
+            out.issue(
+                "a missing JWT used to get 401 (Origin authentication failed); the DENY policy answers 403".into(),
+            );
         }
         if p.origins.iter().filter_map(|o| o.jwt.as_ref()).any(|j| !j.trigger_rules.is_empty()) {
-            out.issue("triggerRules are not converted: restrict the require-jwt DENY rule with to.operation.paths/notPaths".into());
+            out.issue(
+                "triggerRules are not converted: restrict the require-jwt DENY rule with to.operation.paths/notPaths"
+                    .into(),
+            );
         }
     }
     if p.principal_binding.as_deref() == Some("USE_ORIGIN") {

@@ -106,7 +106,9 @@ fn collect(set: &PolicySet, td: &str, v: &mut Values) {
             for op in r.to().iter().filter_map(|t| t.operation.as_ref()) {
                 v.methods.extend(op.methods.iter().chain(&op.not_methods).map(|x| instance(x, "X")));
                 v.paths.extend(op.paths.iter().chain(&op.not_paths).map(|x| path_instance(x)));
-                v.hosts.extend(op.hosts.iter().chain(&op.not_hosts).map(|x| instance(x, "example").replace(":*", ":8080")));
+                v.hosts.extend(
+                    op.hosts.iter().chain(&op.not_hosts).map(|x| instance(x, "example").replace(":*", ":8080")),
+                );
                 v.ports.extend(op.ports.iter().chain(&op.not_ports).filter_map(|x| x.parse::<u16>().ok()));
             }
             for c in &r.when {
@@ -115,7 +117,9 @@ fn collect(set: &PolicySet, td: &str, v: &mut Values) {
                     "source.ip" => v.ips.extend(vals.map(|x| first_ip(x))),
                     "remote.ip" => v.remote.extend(vals.map(|x| first_ip(x))),
                     "source.principal" => v.peers.extend(vals.map(|x| instance(x, "x"))),
-                    "source.namespace" => v.peers.extend(vals.map(|x| format!("{td}/ns/{}/sa/default", instance(x, "x")))),
+                    "source.namespace" => {
+                        v.peers.extend(vals.map(|x| format!("{td}/ns/{}/sa/default", instance(x, "x"))))
+                    }
                     "destination.port" => v.ports.extend(vals.filter_map(|x| x.parse::<u16>().ok())),
                     "connection.sni" => v.sni.extend(vals.map(|x| instance(x, "svc"))),
                     k if k.starts_with("request.headers[") => {
@@ -140,8 +144,13 @@ pub fn example_requests(sets: &[&PolicySet], trust_domain: &str, port: Option<u1
     let mut peers: Vec<Option<String>> = vec![None, Some(format!("{trust_domain}/ns/default/sa/default"))];
     peers.extend(v.peers.iter().map(|p| Some(p.trim_start_matches("spiffe://").to_string())));
     peers.dedup();
-    let methods: Vec<String> = std::iter::once("GET".to_string()).chain(v.methods.iter().cloned()).collect::<BTreeSet<_>>().into_iter().collect();
-    let paths: Vec<String> = std::iter::once("/".to_string()).chain(v.paths.iter().cloned()).collect::<BTreeSet<_>>().into_iter().collect();
+    let methods: Vec<String> = std::iter::once("GET".to_string())
+        .chain(v.methods.iter().cloned())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let paths: Vec<String> =
+        std::iter::once("/".to_string()).chain(v.paths.iter().cloned()).collect::<BTreeSet<_>>().into_iter().collect();
     let base_port = port.or_else(|| v.ports.iter().next().copied()).unwrap_or(8080);
     let mk = |peer: &Option<String>, method: &str, path: &str| Request {
         source: Some(Source { principal: peer.clone().map(|p| format!("spiffe://{p}")), ip: Some("10.0.0.1".into()) }),
@@ -168,7 +177,10 @@ pub fn example_requests(sets: &[&PolicySet], trust_domain: &str, port: Option<u1
             out.push(Request { host: Some(h.clone()), ..b.clone() });
         }
         for port in &v.ports {
-            out.push(Request { destination: Some(Destination { ip: Some("10.0.0.2".into()), port: Some(*port) }), ..b.clone() });
+            out.push(Request {
+                destination: Some(Destination { ip: Some("10.0.0.2".into()), port: Some(*port) }),
+                ..b.clone()
+            });
         }
         for ip in &v.ips {
             let principal = b.source.as_ref().and_then(|s| s.principal.clone());

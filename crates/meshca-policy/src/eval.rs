@@ -35,20 +35,33 @@ pub enum Protocol {
 pub struct Chain {
     /// HTTP or TCP.
     pub protocol: Protocol,
-    /// Envoy filters (`name` + `typed_config`), protobuf JSON.
-    pub filters: Vec<Value>,
+    /// Envoy filters (`name` + `typed_config`), protobuf JSON normalized to snake_case keys.
+    filters: Vec<Value>,
 }
 
 impl Chain {
+    /// A chain from Envoy filters (`name` + `typed_config`) in protobuf JSON, camelCase or snake_case.
+    #[must_use]
+    pub fn new(protocol: Protocol, filters: &[Value]) -> Chain {
+        Chain { protocol, filters: filters.iter().map(rbac::normalize).collect() }
+    }
+
     /// From `{"http_filters": [...]}` or `{"network_filters": [...]}` (the output of `meshca policy compile`).
     pub fn from_json(v: &Value) -> Result<Chain, String> {
-        if let Some(f) = field(v, "http_filters").and_then(Value::as_array) {
+        let v = rbac::normalize(v);
+        if let Some(f) = field(&v, "http_filters").and_then(Value::as_array) {
             return Ok(Chain { protocol: Protocol::Http, filters: f.clone() });
         }
-        if let Some(f) = field(v, "network_filters").and_then(Value::as_array) {
+        if let Some(f) = field(&v, "network_filters").and_then(Value::as_array) {
             return Ok(Chain { protocol: Protocol::Tcp, filters: f.clone() });
         }
         Err("expected an object with \"http_filters\" or \"network_filters\"".into())
+    }
+
+    /// The filters (snake_case keys).
+    #[must_use]
+    pub fn filters(&self) -> &[Value] {
+        &self.filters
     }
 }
 
@@ -116,6 +129,10 @@ pub struct Explanation {
     /// CUSTOM rule that matched: the decision then depends on the external authorizer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub custom: Option<String>,
+    /// Compiler notes that explain a denial (rules skipped or broadened on a TCP chain...),
+    /// filled by callers that compiled the chain.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// The answer for one request.
@@ -147,7 +164,7 @@ impl Verdict {
 }
 
 /// Clock and keys.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct EvalOptions {
     /// Unix seconds used for `exp`/`nbf`.
     pub now: i64,
@@ -155,6 +172,14 @@ pub struct EvalOptions {
     pub jwks: JwksByIssuer,
     /// Workload port used when a request has no `destination.port`.
     pub port: Option<u16>,
+    /// Build the explanation (matched conditions, nearest misses); off for decisions only.
+    pub explain: bool,
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        EvalOptions { now: 0, jwks: JwksByIssuer::new(), port: None, explain: true }
+    }
 }
 
 enum Kind<'a> {
@@ -335,6 +360,7 @@ pub fn evaluate(chain: &Chain, req: &Request, opts: &EvalOptions) -> Result<Verd
                             None => {
                                 ex.nearest_misses = all
                                     .iter()
+                                    .filter(|_| opts.explain)
                                     .filter_map(|(n, _)| policy_by_name(rules, n).map(|p| nearest_miss(&ctx, n, p)))
                                     .collect();
                                 ex.summary = if all.is_empty() {

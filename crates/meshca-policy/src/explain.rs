@@ -69,6 +69,9 @@ pub fn render(index: usize, v: &Verdict) -> String {
         let p = s.policy.as_deref().unwrap_or("none");
         let _ = write!(out, "\n    dry-run {}: would be {} (matched policy {p})", s.action, s.result);
     }
+    for n in &ex.notes {
+        let _ = write!(out, "\n    note: {n}");
+    }
     if let Some(e) = v.expect {
         let mark = if e == v.decision { "ok" } else { "MISMATCH" };
         let _ = write!(out, "\n    expect {e}: {mark}");

@@ -21,6 +21,13 @@
 //! | POL014 | error | a ServiceRoleBinding whose ServiceRole is in another namespace |
 //! | POL015 | warning | a ServiceRole naming services of another namespace |
 //! | POL016 | warning | a legacy v1alpha1 object (removed in Istio 1.6), with its modern equivalent |
+//! | POL017 | error | (inventory) a referenced namespace that does not exist (IST0101) |
+//! | POL018 | warning | (inventory) a policy whose selector / namespace matches no workload (IST0127) |
+//! | POL019 | error | (inventory) an HTTP-only ALLOW rule reaching a TCP port of a selected workload |
+
+mod inventory;
+
+pub use inventory::{Inventory, InventoryPort, InventoryWorkload};
 
 use serde::Serialize;
 
@@ -64,11 +71,13 @@ pub struct LintOptions {
     pub root_namespace: String,
     /// `Some(Tcp)` when the policies are known to reach a TCP port.
     pub protocol: Option<Protocol>,
+    /// Namespaces and workloads of the cluster, for the analyzer-like checks.
+    pub inventory: Option<Inventory>,
 }
 
 impl Default for LintOptions {
     fn default() -> Self {
-        LintOptions { root_namespace: "istio-system".into(), protocol: None }
+        LintOptions { root_namespace: "istio-system".into(), protocol: None, inventory: None }
     }
 }
 
@@ -91,8 +100,16 @@ impl Ctx<'_> {
     }
 }
 
-const CONTROL_PLANE: &[&str] =
-    &["istiod", "pilot", "istio-pilot", "istio-ingressgateway", "istio-egressgateway", "ingressgateway", "mixer", "citadel"];
+const CONTROL_PLANE: &[&str] = &[
+    "istiod",
+    "pilot",
+    "istio-pilot",
+    "istio-ingressgateway",
+    "istio-egressgateway",
+    "ingressgateway",
+    "mixer",
+    "citadel",
+];
 
 fn middle_star(v: &str) -> bool {
     let inner = v.get(1..v.len().saturating_sub(1)).unwrap_or("");
@@ -107,7 +124,10 @@ fn values<'a>(base: &str, field: &str, vals: &'a [String]) -> impl Iterator<Item
 
 fn uses_request_auth(p: &AuthorizationPolicy) -> bool {
     p.rules().iter().any(|r| {
-        r.from().iter().filter_map(|f| f.source.as_ref()).any(|s| !s.request_principals.is_empty() || !s.not_request_principals.is_empty())
+        r.from()
+            .iter()
+            .filter_map(|f| f.source.as_ref())
+            .any(|s| !s.request_principals.is_empty() || !s.not_request_principals.is_empty())
             || r.when.iter().any(|c| c.key.starts_with("request.auth."))
     })
 }
@@ -125,11 +145,19 @@ fn lint_authz(c: &mut Ctx<'_>, p: &AuthorizationPolicy, set: &PolicySet, opts: &
             for (field, list) in [("principals", &s.principals), ("notPrincipals", &s.not_principals)] {
                 for (path, v) in values(&sbase, field, list) {
                     if v.starts_with("spiffe://") {
-                        c.add("POL001", Severity::Error, &path, format!("{field} value {v:?} includes the spiffe:// scheme and never matches"), "write principals without the scheme: td/ns/<ns>/sa/<sa>");
+                        c.add(
+                            "POL001",
+                            Severity::Error,
+                            &path,
+                            format!("{field} value {v:?} includes the spiffe:// scheme and never matches"),
+                            "write principals without the scheme: td/ns/<ns>/sa/<sa>",
+                        );
                     }
                 }
             }
-            for (field, list) in [("requestPrincipals", &s.request_principals), ("notRequestPrincipals", &s.not_request_principals)] {
+            for (field, list) in
+                [("requestPrincipals", &s.request_principals), ("notRequestPrincipals", &s.not_request_principals)]
+            {
                 if !list.is_empty() {
                     http_only.push("requestPrincipals");
                 }
@@ -137,10 +165,23 @@ fn lint_authz(c: &mut Ctx<'_>, p: &AuthorizationPolicy, set: &PolicySet, opts: &
                     lint_request_principal(c, &path, field, v, set);
                 }
             }
-            let all = [&s.principals, &s.not_principals, &s.namespaces, &s.not_namespaces, &s.request_principals, &s.not_request_principals];
+            let all = [
+                &s.principals,
+                &s.not_principals,
+                &s.namespaces,
+                &s.not_namespaces,
+                &s.request_principals,
+                &s.not_request_principals,
+            ];
             for list in all {
                 for v in list.iter().filter(|v| middle_star(v)) {
-                    c.add("POL002", Severity::Warning, &sbase, format!("{v:?}: a '*' in the middle is a literal star, not a wildcard"), "use a prefix (abc*) or suffix (*abc) match, or list the values");
+                    c.add(
+                        "POL002",
+                        Severity::Warning,
+                        &sbase,
+                        format!("{v:?}: a '*' in the middle is a literal star, not a wildcard"),
+                        "use a prefix (abc*) or suffix (*abc) match, or list the values",
+                    );
                 }
             }
         }
@@ -159,16 +200,34 @@ fn lint_authz(c: &mut Ctx<'_>, p: &AuthorizationPolicy, set: &PolicySet, opts: &
             }
             for (path, h) in values(&obase, "hosts", &op.hosts) {
                 if h != "*" && !h.contains(':') && !op.hosts.iter().any(|x| *x == format!("{h}:*")) {
-                    c.add("POL005", Severity::Warning, &path, format!("host {h:?} does not match requests with a port in Host ({h}:8080)"), &format!("add \"{h}:*\" next to \"{h}\""));
+                    c.add(
+                        "POL005",
+                        Severity::Warning,
+                        &path,
+                        format!("host {h:?} does not match requests with a port in Host ({h}:8080)"),
+                        &format!("add \"{h}:*\" next to \"{h}\""),
+                    );
                 }
             }
             for list in [&op.hosts, &op.not_hosts, &op.methods, &op.not_methods] {
                 for v in list.iter().filter(|v| middle_star(v)) {
-                    c.add("POL002", Severity::Warning, &obase, format!("{v:?}: a '*' in the middle is a literal star, not a wildcard"), "use a prefix (abc*) or suffix (*abc) match, or list the values");
+                    c.add(
+                        "POL002",
+                        Severity::Warning,
+                        &obase,
+                        format!("{v:?}: a '*' in the middle is a literal star, not a wildcard"),
+                        "use a prefix (abc*) or suffix (*abc) match, or list the values",
+                    );
                 }
             }
             for v in op.paths.iter().chain(&op.not_paths).filter(|v| middle_star(v) && !v.contains('{')) {
-                c.add("POL002", Severity::Warning, &obase, format!("path {v:?}: a '*' in the middle is a literal star"), "use a path template such as /api/{*}/items");
+                c.add(
+                    "POL002",
+                    Severity::Warning,
+                    &obase,
+                    format!("path {v:?}: a '*' in the middle is a literal star"),
+                    "use a path template such as /api/{*}/items",
+                );
             }
         }
         for (wi, cond) in rule.when.iter().enumerate() {
@@ -181,7 +240,13 @@ fn lint_authz(c: &mut Ctx<'_>, p: &AuthorizationPolicy, set: &PolicySet, opts: &
             if cond.key == "source.principal" {
                 for (path, v) in values(&format!("{rbase}.when[{wi}]"), "values", &cond.values) {
                     if v.starts_with("spiffe://") {
-                        c.add("POL001", Severity::Error, &path, format!("source.principal value {v:?} includes spiffe:// and never matches"), "write principals without the scheme");
+                        c.add(
+                            "POL001",
+                            Severity::Error,
+                            &path,
+                            format!("source.principal value {v:?} includes spiffe:// and never matches"),
+                            "write principals without the scheme",
+                        );
                     }
                 }
             }
@@ -209,7 +274,8 @@ fn lint_authz(c: &mut Ctx<'_>, p: &AuthorizationPolicy, set: &PolicySet, opts: &
     }
     if uses_request_auth(p) {
         let scope_has_ra = set.objects.iter().any(|o| {
-            matches!(o.spec, Spec::RequestAuthentication(_)) && (o.namespace() == ns || o.namespace() == opts.root_namespace)
+            matches!(o.spec, Spec::RequestAuthentication(_))
+                && (o.namespace() == ns || o.namespace() == opts.root_namespace)
         });
         if !scope_has_ra {
             c.add("POL006", Severity::Warning, "spec.rules", "requestPrincipals / request.auth.* are used but no RequestAuthentication is in scope: no JWT is ever verified, so these conditions never match".into(), "add a RequestAuthentication for the issuer in this namespace or the root namespace");
@@ -237,12 +303,30 @@ fn lint_request_principal(c: &mut Ctx<'_>, path: &str, field: &str, v: &str, set
         .find_map(|s| v.strip_prefix(s))
         .is_some_and(|rest| !rest.trim_end_matches('/').contains('/') && !rest.contains('*'));
     if bare_url {
-        c.add("POL003", Severity::Error, path, format!("{field} value {v:?} is an issuer alone: it is split at the last '/', so it never matches"), "write <issuer>/* to accept any subject of this issuer");
+        c.add(
+            "POL003",
+            Severity::Error,
+            path,
+            format!("{field} value {v:?} is an issuer alone: it is split at the last '/', so it never matches"),
+            "write <issuer>/* to accept any subject of this issuer",
+        );
     } else if !v.contains('/') && !v.contains('*') {
-        c.add("POL003", Severity::Error, path, format!("{field} value {v:?} has no '/': it requires iss={v:?} and an empty sub, so it never matches"), "write <issuer>/<subject>, <issuer>/* or */<subject>");
+        c.add(
+            "POL003",
+            Severity::Error,
+            path,
+            format!("{field} value {v:?} has no '/': it requires iss={v:?} and an empty sub, so it never matches"),
+            "write <issuer>/<subject>, <issuer>/* or */<subject>",
+        );
     }
     if v.starts_with("*@") && !v.contains('/') {
-        c.add("POL004", Severity::Warning, path, format!("{field} value {v:?} matches the suffix of the JWT's sub, not its issuer"), "to restrict the issuer write <issuer>/*");
+        c.add(
+            "POL004",
+            Severity::Warning,
+            path,
+            format!("{field} value {v:?} matches the suffix of the JWT's sub, not its issuer"),
+            "to restrict the issuer write <issuer>/*",
+        );
     }
     if let Some((iss, _)) = v.rsplit_once('/') {
         for o in &set.objects {
@@ -272,21 +356,54 @@ pub fn lint(set: &PolicySet, opts: &LintOptions) -> Vec<Finding> {
                         c.add("POL007", Severity::Warning, &format!("spec.jwtRules[{i}]"), format!("jwtRules[{i}] (issuer {:?}) has no audiences: Envoy then accepts tokens for any audience", r.issuer), "list the audiences this workload accepts");
                     }
                 }
-                if ra.selector.as_ref().is_some_and(|s| s.match_labels.iter().any(|(k, v)| (k == "app" || k == "istio") && CONTROL_PLANE.contains(&v.as_str()))) {
-                    c.add("POL012", Severity::Warning, "spec.selector", "the policy selects an Istio control-plane component".into(), "select your workloads instead");
+                if ra.selector.as_ref().is_some_and(|s| {
+                    s.match_labels
+                        .iter()
+                        .any(|(k, v)| (k == "app" || k == "istio") && CONTROL_PLANE.contains(&v.as_str()))
+                }) {
+                    c.add(
+                        "POL012",
+                        Severity::Warning,
+                        "spec.selector",
+                        "the policy selects an Istio control-plane component".into(),
+                        "select your workloads instead",
+                    );
                 }
             }
             Spec::ClusterRbacConfig(_) => {
                 if crc.len() > 1 {
-                    c.add("POL013", Severity::Error, "", format!("{} ClusterRbacConfig objects: Istio disables authorization and ignores all policies", crc.len()), "keep exactly one ClusterRbacConfig, named default");
+                    c.add(
+                        "POL013",
+                        Severity::Error,
+                        "",
+                        format!(
+                            "{} ClusterRbacConfig objects: Istio disables authorization and ignores all policies",
+                            crc.len()
+                        ),
+                        "keep exactly one ClusterRbacConfig, named default",
+                    );
                 } else if o.meta.name != "default" {
-                    c.add("POL013", Severity::Error, "metadata.name", format!("ClusterRbacConfig is named {:?}: only the one named default is used", o.meta.name), "rename it to default");
+                    c.add(
+                        "POL013",
+                        Severity::Error,
+                        "metadata.name",
+                        format!("ClusterRbacConfig is named {:?}: only the one named default is used", o.meta.name),
+                        "rename it to default",
+                    );
                 }
             }
             Spec::ServiceRoleBinding(b) => {
                 if let Some(r) = &b.role_ref {
-                    let here = set.objects.iter().any(|x| matches!(x.spec, Spec::ServiceRole(_)) && x.meta.name == r.name && x.namespace() == o.namespace());
-                    let elsewhere = set.objects.iter().find(|x| matches!(x.spec, Spec::ServiceRole(_)) && x.meta.name == r.name && x.namespace() != o.namespace());
+                    let here = set.objects.iter().any(|x| {
+                        matches!(x.spec, Spec::ServiceRole(_))
+                            && x.meta.name == r.name
+                            && x.namespace() == o.namespace()
+                    });
+                    let elsewhere = set.objects.iter().find(|x| {
+                        matches!(x.spec, Spec::ServiceRole(_))
+                            && x.meta.name == r.name
+                            && x.namespace() != o.namespace()
+                    });
                     if let (false, Some(other)) = (here, elsewhere) {
                         c.add("POL014", Severity::Error, "spec.roleRef", format!("roleRef {:?} is a ServiceRole in namespace {:?}, not in the binding's namespace {:?}: the binding has no effect", r.name, other.namespace(), o.namespace()), "put the ServiceRoleBinding and its ServiceRole in the same namespace");
                     }
@@ -298,7 +415,16 @@ pub fn lint(set: &PolicySet, opts: &LintOptions) -> Vec<Finding> {
                     for (path, s) in values(&format!("spec.rules[{i}]"), "services", &rule.services) {
                         let parts: Vec<&str> = s.split('.').collect();
                         if parts.len() >= 2 && parts[1] != ns && !parts[1].contains('*') {
-                            c.add("POL015", Severity::Warning, &path, format!("service {s:?} is in namespace {:?}, but the ServiceRole is in {ns:?}", parts[1]), "a ServiceRole only covers services of its own namespace: move it");
+                            c.add(
+                                "POL015",
+                                Severity::Warning,
+                                &path,
+                                format!(
+                                    "service {s:?} is in namespace {:?}, but the ServiceRole is in {ns:?}",
+                                    parts[1]
+                                ),
+                                "a ServiceRole only covers services of its own namespace: move it",
+                            );
                         }
                     }
                 }
@@ -307,13 +433,28 @@ pub fn lint(set: &PolicySet, opts: &LintOptions) -> Vec<Finding> {
         }
         if o.spec.is_legacy() {
             let modern = match &o.spec {
-                Spec::ServiceRole(_) | Spec::ServiceRoleBinding(_) => "an ALLOW AuthorizationPolicy (meshca policy convert)",
-                Spec::ClusterRbacConfig(_) | Spec::RbacConfig(_) => "a root-namespace AuthorizationPolicy: spec: {} (deny all) or rules: [{}] (allow all)",
-                Spec::MeshPolicy(_) | Spec::Policy(_) => "PeerAuthentication (mTLS) and RequestAuthentication + AuthorizationPolicy (JWT)",
+                Spec::ServiceRole(_) | Spec::ServiceRoleBinding(_) => {
+                    "an ALLOW AuthorizationPolicy (meshca policy convert)"
+                }
+                Spec::ClusterRbacConfig(_) | Spec::RbacConfig(_) => {
+                    "a root-namespace AuthorizationPolicy: spec: {} (deny all) or rules: [{}] (allow all)"
+                }
+                Spec::MeshPolicy(_) | Spec::Policy(_) => {
+                    "PeerAuthentication (mTLS) and RequestAuthentication + AuthorizationPolicy (JWT)"
+                }
                 _ => "the security.istio.io v1 APIs",
             };
-            c.add("POL016", Severity::Warning, "", format!("{} is a legacy v1alpha1 object; Istio 1.6 and later ignore it", o.kind()), &format!("replace it with {modern}"));
+            c.add(
+                "POL016",
+                Severity::Warning,
+                "",
+                format!("{} is a legacy v1alpha1 object; Istio 1.6 and later ignore it", o.kind()),
+                &format!("replace it with {modern}"),
+            );
         }
+    }
+    if let Some(inv) = &opts.inventory {
+        inventory::check(set, inv, &opts.root_namespace, &mut out);
     }
     out.sort_by(|a, b| (&a.file, a.line, a.id).cmp(&(&b.file, b.line, b.id)));
     out

@@ -20,8 +20,11 @@ fn reload(c: &meshca_policy::convert::Conversion) {
 #[test]
 fn rbac_config_modes() {
     let c = run("apiVersion: rbac.istio.io/v1alpha1\nkind: ClusterRbacConfig\nmetadata: {name: default}\nspec:\n  mode: ON_WITH_EXCLUSION\n  exclusion: {namespaces: [a], services: [x.a.svc.cluster.local]}\n");
-    let names: Vec<(&str, &str)> =
-        c.objects.iter().map(|o| (o["metadata"]["name"].as_str().unwrap(), o["metadata"]["namespace"].as_str().unwrap())).collect();
+    let names: Vec<(&str, &str)> = c
+        .objects
+        .iter()
+        .map(|o| (o["metadata"]["name"].as_str().unwrap(), o["metadata"]["namespace"].as_str().unwrap()))
+        .collect();
     assert_eq!(names, vec![("global-deny-all", "istio-system"), ("a-allow-all", "a")]);
     assert_eq!(c.objects[0]["spec"], serde_json::json!({}));
     assert_eq!(c.objects[1]["spec"]["rules"], serde_json::json!([{}]));

@@ -28,11 +28,16 @@ fn widening_a_method_list_is_newly_allowed_and_adding_a_source_is_newly_denied()
     assert!(r.requests > 5);
     assert!(
         r.newly_allowed.iter().any(|c| c.request.method.as_deref() == Some("DELETE")
-            && c.request.source.as_ref().and_then(|s| s.principal.as_deref()) == Some("spiffe://cluster.local/ns/frontend/sa/default")),
+            && c.request.source.as_ref().and_then(|s| s.principal.as_deref())
+                == Some("spiffe://cluster.local/ns/frontend/sa/default")),
         "{:#?}",
         r.newly_allowed
     );
-    assert!(r.newly_denied.iter().any(|c| c.request.source.as_ref().and_then(|s| s.principal.as_ref()).is_none()), "{:#?}", r.newly_denied);
+    assert!(
+        r.newly_denied.iter().any(|c| c.request.source.as_ref().and_then(|s| s.principal.as_ref()).is_none()),
+        "{:#?}",
+        r.newly_denied
+    );
     assert!(r.newly_denied.iter().all(|c| c.old.starts_with("allow") && c.new == "no-allow-match"));
 }
 

@@ -29,7 +29,9 @@ fn req(v: Value) -> Request {
 fn deny_then_allow_with_istio_names() {
     let chain = golden(&["http/deny-and-allow-out1.yaml", "http/deny-and-allow-out2.yaml"], false);
     let opts = EvalOptions::default();
-    let denied = evaluate(&chain, &req(json!({"source": {"principal": "spiffe://deny"}, "method": "GET", "path": "/"})), &opts).unwrap();
+    let denied =
+        evaluate(&chain, &req(json!({"source": {"principal": "spiffe://deny"}, "method": "GET", "path": "/"})), &opts)
+            .unwrap();
     assert_eq!(denied.decision, Decision::Deny);
     assert_eq!(denied.stage, Stage::Deny);
     assert_eq!(denied.status, Some(403));
@@ -53,8 +55,12 @@ fn deny_then_allow_with_istio_names() {
 #[test]
 fn tcp_allow_rules_that_vanished_deny_everything() {
     let chain = golden(&["tcp/allow-only-http-out.yaml"], true);
-    let v = evaluate(&chain, &req(json!({"source": {"principal": "spiffe://cluster.local/ns/a/sa/b"}})), &EvalOptions::default())
-        .unwrap();
+    let v = evaluate(
+        &chain,
+        &req(json!({"source": {"principal": "spiffe://cluster.local/ns/a/sa/b"}})),
+        &EvalOptions::default(),
+    )
+    .unwrap();
     assert_eq!((v.decision, v.stage, v.status), (Decision::Deny, Stage::NoAllowMatch, None));
     assert!(v.explanation.summary.contains("allow-nothing"), "{}", v.explanation.summary);
 }
@@ -106,7 +112,10 @@ fn jwt_stage_uses_envoy_messages() {
     assert_eq!(foreign.explanation.jwt.unwrap().message, "Jwt issuer is not configured");
 
     let aud = check(Some(tok(json!({"iss": "https://iss", "sub": "alice", "aud": "x", "exp": now + 60}))));
-    assert_eq!((aud.status, aud.explanation.jwt.unwrap().message.as_str()), (Some(403), "Audiences in Jwt are not allowed"));
+    assert_eq!(
+        (aud.status, aud.explanation.jwt.unwrap().message.as_str()),
+        (Some(403), "Audiences in Jwt are not allowed")
+    );
 
     let garbage = check(Some("a.b".into()));
     assert!(garbage.explanation.jwt.unwrap().message.contains("two dots"));

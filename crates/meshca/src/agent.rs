@@ -109,6 +109,10 @@ impl AgentArgs {
             http_addr: self.http_addr,
             ca_http_addr: self.ca_http_addr,
             ca_events: !self.no_ca_events,
+            log_control: Some(meshca_agent::http::LogControl {
+                get: meshca_ca::logging::log_filter,
+                set: meshca_ca::logging::set_log_levels,
+            }),
             status_interval: self.ca_status_interval,
         })
     }

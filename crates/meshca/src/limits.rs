@@ -24,6 +24,7 @@ pub const KEYS: &[&str] = &[
     "grpc_max_connection_age",
     "grpc_max_connections",
     "grpc_max_inflight",
+    "grpc_max_inflight_per_peer",
     "tls_handshake_timeout",
     "http_max_connections",
     "http_header_read_timeout",
@@ -73,6 +74,9 @@ pub struct LimitArgs {
     /// CreateCertificate requests in progress at once; more wait, then get RESOURCE_EXHAUSTED [default: 1024]
     #[arg(long, env = "MESHCA_GRPC_MAX_INFLIGHT")]
     pub grpc_max_inflight: Option<usize>,
+    /// CreateCertificate requests in progress from one IP address; more wait, then get RESOURCE_EXHAUSTED [default: 256]
+    #[arg(long, env = "MESHCA_GRPC_MAX_INFLIGHT_PER_PEER")]
+    pub grpc_max_inflight_per_peer: Option<usize>,
     /// A TLS handshake on the gRPC port must complete in this time [default: 10s]
     #[arg(long, env = "MESHCA_TLS_HANDSHAKE_TIMEOUT")]
     pub tls_handshake_timeout: Option<String>,
@@ -146,6 +150,7 @@ impl LimitArgs {
             grpc_max_connection_age: time!(grpc_max_connection_age),
             grpc_max_connections: num!(grpc_max_connections),
             grpc_max_inflight: num!(grpc_max_inflight),
+            grpc_max_inflight_per_peer: num!(grpc_max_inflight_per_peer),
             tls_handshake_timeout: time!(tls_handshake_timeout),
             http_max_connections: num!(http_max_connections),
             http_header_read_timeout: time!(http_header_read_timeout),

@@ -133,3 +133,66 @@ async fn an_envoy_whose_sds_never_answered() {
     run.expect("envoy.cert-validity", "skipped", &["no default certificate"]);
     run.expect("envoy.sds-not-ready", "warning", &["secrets_not_ready", "SDS had not answered"]);
 }
+
+/// A plain-HTTP Envoy with a JWT filter on /jwt and an RBAC rule denying /admin.
+fn policy_envoy_yaml(admin: u16, port: u16, jwks: &str) -> String {
+    format!(
+        r#"admin: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }} }}
+static_resources:
+  listeners:
+  - name: inbound
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: inbound
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes: [{{ match: {{ prefix: "/" }}, direct_response: {{ status: 200, body: {{ inline_string: "ok" }} }} }}]
+          http_filters:
+          - name: envoy.filters.http.jwt_authn
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication
+              providers:
+                p: {{ issuer: "https://issuer.example", local_jwks: {{ inline_string: '{jwks}' }} }}
+              rules: [{{ match: {{ prefix: "/jwt" }}, requires: {{ provider_name: p }} }}]
+          - name: envoy.filters.http.rbac
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC
+              rules:
+                action: DENY
+                policies:
+                  deny-admin:
+                    permissions: [{{ url_path: {{ path: {{ prefix: "/admin" }} }} }}]
+                    principals: [{{ any: true }}]
+          - name: envoy.filters.http.router
+            typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
+"#
+    )
+}
+
+#[test]
+fn requests_denied_by_rbac_and_jwt_authentication() {
+    let work = tempfile::tempdir().unwrap();
+    let key = meshca_jwt::SigningKey::generate_es256().unwrap();
+    let jwks = serde_json::to_string(&meshca_jwt::Jwks { keys: vec![key.public_jwk()] }).unwrap();
+    let (admin, port) = (free_port(), free_port());
+    let envoy = Envoy::start(work.path(), "policy", &policy_envoy_yaml(admin, port, &jwks), admin);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    assert_eq!(http_get(addr, "/admin").unwrap().0, 403, "RBAC denies /admin");
+    assert_eq!(http_get(addr, "/jwt").unwrap().0, 401, "no token on /jwt");
+    assert_eq!(http_get(addr, "/open").unwrap().0, 200);
+    let a = envoy.admin.to_string();
+    let run = doctor(&["--envoy-admin", &a]);
+    run.expect(
+        "envoy.rbac-denied",
+        "warning",
+        &["1 requests denied by RBAC", "http.inbound.rbac.denied", "authorization policy"],
+    );
+    run.expect("envoy.jwt-denied", "warning", &["denied by JWT authentication", "jwt_authn.denied", "expired"]);
+    run.expect("envoy.secrets-active", "error", &["default is absent", "ROOTCA is absent"]);
+}

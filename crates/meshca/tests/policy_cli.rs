@@ -12,7 +12,11 @@ fn examples() -> PathBuf {
 
 fn run(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_meshca")).args(args).output().expect("run meshca");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 fn ex(name: &str) -> String {
@@ -28,7 +32,8 @@ fn productpage_walkthrough_explains_the_denial() {
     assert!(out.contains("ALLOW 200 [stage allow] by ns[default]-policy[productpage-viewer]-rule[0]"), "{out}");
     assert!(out.contains("methods [GET] but request had POST"), "{out}");
 
-    let (code, out, err) = run(&[&base[..], &["--method", "POST", "--path", "/productpage", "--expect", "allow", "-o", "json"]].concat());
+    let (code, out, err) =
+        run(&[&base[..], &["--method", "POST", "--path", "/productpage", "--expect", "allow", "-o", "json"]].concat());
     assert_eq!(code, 1, "an unmet expectation fails: {out}{err}");
     assert!(err.contains("did not get the expected decision"), "{err}");
     let v: Value = serde_json::from_str(&out).unwrap();
@@ -43,8 +48,22 @@ fn productpage_walkthrough_explains_the_denial() {
 fn jwt_walkthrough_gives_envoy_messages() {
     let (pol, reqs, jwks) = (ex("jwt.yaml"), ex("jwt-requests.yaml"), ex("jwt-jwks.json"));
     let args = [
-        "policy", "check", "--policies", &pol, "--namespace", "foo", "--labels", "app=httpbin", "--jwks", &jwks,
-        "--jwt-now", "2018-07-04T19:13:30Z", "--requests", &reqs, "--output", "json",
+        "policy",
+        "check",
+        "--policies",
+        &pol,
+        "--namespace",
+        "foo",
+        "--labels",
+        "app=httpbin",
+        "--jwks",
+        &jwks,
+        "--jwt-now",
+        "2018-07-04T19:13:30Z",
+        "--requests",
+        &reqs,
+        "--output",
+        "json",
     ];
     let (code, out, err) = run(&args);
     assert_eq!(code, 0, "{out}{err}");
@@ -127,12 +146,24 @@ fn lint_json_lists_findings_and_fails_on_errors() {
 
 #[test]
 fn diff_groups_changes_and_convert_reports_losses() {
-    let args = ["policy", "diff", &ex("productpage.yaml"), &ex("productpage-v2.yaml"), "--namespace", "default", "--labels", "app=productpage"];
+    let args = [
+        "policy",
+        "diff",
+        &ex("productpage.yaml"),
+        &ex("productpage-v2.yaml"),
+        "--namespace",
+        "default",
+        "--labels",
+        "app=productpage",
+    ];
     let (code, out, err) = run(&[&args[..], &["--output", "json"]].concat());
     assert_eq!(code, 0, "{err}");
     let v: Value = serde_json::from_str(&out).unwrap();
     assert!(v["newly_allowed"].as_array().unwrap().iter().any(|c| c["request"]["method"] == "POST"), "{out}");
-    assert!(v["newly_denied"].as_array().unwrap().iter().any(|c| c["request"]["source"]["principal"].is_null()), "{out}");
+    assert!(
+        v["newly_denied"].as_array().unwrap().iter().any(|c| c["request"]["source"]["principal"].is_null()),
+        "{out}"
+    );
     let (code, _, _) = run(&[&args[..], &["--fail-on-change"]].concat());
     assert_eq!(code, 1);
 
@@ -140,10 +171,43 @@ fn diff_groups_changes_and_convert_reports_losses() {
     assert_eq!(code, 0, "{err}");
     let v: Value = serde_json::from_str(&out).unwrap();
     let kinds: Vec<&str> = v["objects"].as_array().unwrap().iter().map(|o| o["kind"].as_str().unwrap()).collect();
-    assert_eq!(kinds, ["AuthorizationPolicy", "AuthorizationPolicy", "PeerAuthentication", "RequestAuthentication", "AuthorizationPolicy"]);
+    assert_eq!(
+        kinds,
+        [
+            "AuthorizationPolicy",
+            "AuthorizationPolicy",
+            "PeerAuthentication",
+            "RequestAuthentication",
+            "AuthorizationPolicy"
+        ]
+    );
     assert!(v["issues"].as_array().unwrap().iter().any(|i| i["message"].as_str().unwrap().contains("USE_ORIGIN")));
     let (code, yaml, _) = run(&["policy", "convert", &ex("legacy.yaml")]);
     assert_eq!(code, 0);
     let docs = meshca_policy::load::load_str("converted.yaml", &yaml).expect("converted YAML loads as modern policies");
     assert_eq!(docs.len(), 5);
+}
+
+#[test]
+fn tcp_denial_names_the_rule_that_vanished() {
+    let pol = ex("productpage.yaml");
+    let args = [
+        "policy",
+        "check",
+        "--policies",
+        &pol,
+        "--namespace",
+        "default",
+        "--labels",
+        "app=productpage",
+        "--protocol",
+        "tcp",
+    ];
+    let (code, out, err) = run(&[&args[..], &["--source-principal", "cluster.local/ns/a/sa/b", "-o", "json"]].concat());
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((v[0]["decision"].as_str(), v[0]["stage"].as_str()), (Some("deny"), Some("no-allow-match")));
+    assert_eq!(v[0]["status"], Value::Null);
+    let notes = v[0]["explanation"]["notes"].to_string();
+    assert!(notes.contains("ns[default]-policy[productpage-viewer]-rule[0]") && notes.contains("HTTP only"), "{out}");
 }

@@ -2,34 +2,53 @@
 //! MetadataMatcher...) interpreted over protobuf JSON, camelCase or snake_case, the way Envoy's
 //! `engine_impl.cc` and `matchers.cc` evaluate them.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::{Mutex, OnceLock};
 
 use regex::Regex;
 use serde_json::Value;
 
 use super::request::Attrs;
 
-/// `v[name]` where `name` is snake_case; the camelCase spelling is accepted too.
+/// `v[name]`; chains are normalized to snake_case keys when built ([`normalize`]).
 pub(crate) fn field<'a>(v: &'a Value, snake: &str) -> Option<&'a Value> {
-    let obj = v.as_object()?;
-    if let Some(x) = obj.get(snake) {
-        return Some(x);
-    }
-    let mut camel = String::with_capacity(snake.len());
-    let mut up = false;
-    for c in snake.chars() {
-        if c == '_' {
-            up = true;
-        } else if up {
-            camel.push(c.to_ascii_uppercase());
-            up = false;
+    v.as_object()?.get(snake)
+}
+
+fn snake_case(k: &str) -> String {
+    let mut out = String::with_capacity(k.len() + 4);
+    for c in k.chars() {
+        if c.is_ascii_uppercase() {
+            out.push('_');
+            out.push(c.to_ascii_lowercase());
         } else {
-            camel.push(c);
+            out.push(c);
         }
     }
-    obj.get(&camel)
+    out
+}
+
+/// Protobuf JSON with camelCase or snake_case field names → snake_case everywhere, except the
+/// keys of name maps (`policies`, `providers`), which are names, not fields.
+pub(crate) fn normalize(v: &Value) -> Value {
+    fn walk(v: &Value, names: bool) -> Value {
+        match v {
+            Value::Object(m) => Value::Object(
+                m.iter()
+                    .map(|(k, x)| {
+                        let key =
+                            if names || !k.bytes().any(|b| b.is_ascii_uppercase()) { k.clone() } else { snake_case(k) };
+                        let child_names = !names && matches!(key.as_str(), "policies" | "providers");
+                        (key, walk(x, child_names))
+                    })
+                    .collect(),
+            ),
+            Value::Array(a) => Value::Array(a.iter().map(|x| walk(x, false)).collect()),
+            other => other.clone(),
+        }
+    }
+    walk(v, false)
 }
 
 pub(crate) fn str_field<'a>(v: &'a Value, snake: &str) -> Option<&'a str> {
@@ -51,24 +70,39 @@ fn num_field(v: &Value, snake: &str) -> Option<u64> {
     }
 }
 
-/// The request-side data the matchers see, plus a regex cache.
+/// The request-side data the matchers see.
 pub(crate) struct Ctx<'a> {
     pub attrs: &'a Attrs,
     /// jwt_authn dynamic metadata (`{"payload": {...}}`), `Null` when no JWT was verified.
     pub jwt_metadata: &'a Value,
-    regexes: RefCell<HashMap<String, Option<Regex>>>,
+}
+
+/// Compiled regexes, shared by every evaluation (compiling dominates otherwise).
+const REGEX_CACHE_MAX: usize = 16_384;
+static REGEXES: OnceLock<Mutex<HashMap<String, Option<Regex>>>> = OnceLock::new();
+
+fn compiled(re: &str) -> Option<Regex> {
+    let cache = REGEXES.get_or_init(|| Mutex::new(HashMap::new()));
+    let mut map = cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(r) = map.get(re) {
+        return r.clone();
+    }
+    if map.len() >= REGEX_CACHE_MAX {
+        map.clear();
+    }
+    let r = Regex::new(&format!("^(?:{re})$")).ok();
+    map.insert(re.to_string(), r.clone());
+    r
 }
 
 impl<'a> Ctx<'a> {
     pub(crate) fn new(attrs: &'a Attrs, jwt_metadata: &'a Value) -> Self {
-        Ctx { attrs, jwt_metadata, regexes: RefCell::new(HashMap::new()) }
+        Ctx { attrs, jwt_metadata }
     }
 
     /// RE2 `FullMatch`. An invalid regex never matches (Envoy would reject the config).
     fn full_match(&self, re: &str, s: &str) -> bool {
-        let mut cache = self.regexes.borrow_mut();
-        let compiled = cache.entry(re.to_string()).or_insert_with(|| Regex::new(&format!("^(?:{re})$")).ok());
-        compiled.as_ref().is_some_and(|r| r.is_match(s))
+        compiled(re).is_some_and(|r| r.is_match(s))
     }
 
     /// `envoy.type.matcher.v3.StringMatcher`.
@@ -331,17 +365,19 @@ mod tests {
     fn string_matchers_follow_envoy() {
         let a = Attrs::default();
         let ctx = Ctx::new(&a, &Value::Null);
-        assert!(ctx.string_match(&json!({"exact": "A", "ignoreCase": true}), "a"));
-        assert!(ctx.string_match(&json!({"prefix": "spiffe://a"}), "spiffe://ab"));
-        assert!(ctx.string_match(&json!({"suffix": ".com"}), "x.com"));
-        assert!(ctx.string_match(&json!({"safe_regex": {"regex": ".*/ns/foo/.*"}}), "spiffe://td/ns/foo/sa/x"));
-        assert!(!ctx.string_match(&json!({"safeRegex": {"regex": ".+"}}), ""));
-        assert!(!ctx.string_match(&json!({"safeRegex": {"regex": "a"}}), "ab"));
+        assert!(ctx.string_match(&normalize(&json!({"exact": "A", "ignoreCase": true})), "a"));
+        assert!(ctx.string_match(&normalize(&json!({"prefix": "spiffe://a"})), "spiffe://ab"));
+        assert!(ctx.string_match(&normalize(&json!({"suffix": ".com"})), "x.com"));
+        assert!(
+            ctx.string_match(&normalize(&json!({"safe_regex": {"regex": ".*/ns/foo/.*"}})), "spiffe://td/ns/foo/sa/x")
+        );
+        assert!(!ctx.string_match(&normalize(&json!({"safeRegex": {"regex": ".+"}})), ""));
+        assert!(!ctx.string_match(&normalize(&json!({"safeRegex": {"regex": "a"}})), "ab"));
     }
 
     #[test]
     fn cidrs_and_templates() {
-        let c = json!({"addressPrefix": "10.0.0.0", "prefixLen": 8});
+        let c = normalize(&json!({"addressPrefix": "10.0.0.0", "prefixLen": 8}));
         assert!(cidr_contains(&c, "10.2.3.4".parse().unwrap()));
         assert!(!cidr_contains(&c, "11.2.3.4".parse().unwrap()));
         let re = Regex::new(&format!("^{}$", template_regex("/path/template/*"))).unwrap();

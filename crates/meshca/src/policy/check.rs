@@ -163,12 +163,14 @@ impl CheckArgs {
 
 pub fn run(args: CheckArgs) -> anyhow::Result<()> {
     let jwks = read_jwks(&args.jwks)?;
-    let chain_json = match &args.filters {
-        Some(f) => serde_json::from_str(&read_text(f)?).with_context(|| format!("{}: not JSON", f.display()))?,
+    let (chain_json, notes) = match &args.filters {
+        Some(f) => {
+            (serde_json::from_str(&read_text(f)?).with_context(|| format!("{}: not JSON", f.display()))?, Vec::new())
+        }
         None => super::compile::compiled(&args.policies, &args.workload, &jwks)?,
     };
     let chain = Chain::from_json(&chain_json).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let opts = EvalOptions { now: parse_now(args.jwt_now.as_deref())?, jwks, port: args.workload.port };
+    let opts = EvalOptions { now: parse_now(args.jwt_now.as_deref())?, jwks, port: args.workload.port, explain: true };
     let requests = match &args.requests {
         Some(p) => read_requests(p)?,
         None => vec![args.flag_request()?],
@@ -176,7 +178,10 @@ pub fn run(args: CheckArgs) -> anyhow::Result<()> {
     let mut verdicts = Vec::with_capacity(requests.len());
     for (i, r) in requests.iter().enumerate() {
         let label = r.name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default();
-        let v = eval::evaluate(&chain, r, &opts).map_err(|e| anyhow::anyhow!("request #{}{label}: {e}", i + 1))?;
+        let mut v = eval::evaluate(&chain, r, &opts).map_err(|e| anyhow::anyhow!("request #{}{label}: {e}", i + 1))?;
+        if matches!(v.stage, eval::Stage::NoAllowMatch | eval::Stage::Deny) {
+            v.explanation.notes.clone_from(&notes);
+        }
         verdicts.push(v);
     }
     if args.output == "json" {

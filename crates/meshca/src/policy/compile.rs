@@ -24,22 +24,24 @@ pub struct CompileArgs {
     pub output: String,
 }
 
-/// `{"http_filters": [...]}` or `{"network_filters": [...]}` for the workload.
-pub fn compiled(policies: &[PathBuf], w: &WorkloadArgs, jwks: &JwksByIssuer) -> anyhow::Result<Value> {
+/// `{"http_filters": [...]}` or `{"network_filters": [...]}` for the workload, and the
+/// compiler's notes (rules skipped or broadened on TCP, bad CUSTOM providers...).
+pub fn compiled(policies: &[PathBuf], w: &WorkloadArgs, jwks: &JwksByIssuer) -> anyhow::Result<(Value, Vec<String>)> {
     let set = load_set(policies)?;
     let workload = w.workload()?;
     let mesh = w.mesh()?;
     let options = CompileOptions { jwks: jwks.clone() };
     let out = meshca_policy::compile::compile_report(&set, &workload, &mesh, w.protocol(), w.port, &options)?;
-    for n in &out.notes {
-        tracing::debug!("compile: {n}");
-    }
-    Ok(out.filters)
+    let notes = out.notes.into_iter().filter(|n| !n.starts_with("compiled for port")).collect();
+    Ok((out.filters, notes))
 }
 
 pub fn run(args: CompileArgs) -> anyhow::Result<()> {
     let jwks = super::check::read_jwks(&args.jwks)?;
-    let v = compiled(&args.policies, &args.workload, &jwks)?;
+    let (v, notes) = compiled(&args.policies, &args.workload, &jwks)?;
+    for n in &notes {
+        eprintln!("note: {n}");
+    }
     if args.output == "yaml" {
         print!("{}", super::yaml_out::to_yaml(&v));
     } else {

@@ -65,10 +65,12 @@ pub fn run(args: DiffArgs) -> anyhow::Result<()> {
     };
     let (a, b) = (chain(&old)?, chain(&new)?);
     let (requests, jwt) = example_requests(&[&old, &new], &mesh.trust_domain, args.workload.port);
-    let opts = EvalOptions { now: 0, jwks: JwksByIssuer::new(), port: args.workload.port };
+    let opts = EvalOptions { now: 0, jwks: JwksByIssuer::new(), port: args.workload.port, explain: false };
     let mut report = diff(&a, &b, requests, &opts);
     if jwt {
-        report.notes.push("conditions on JWTs (requestPrincipals, request.auth.*) are not explored: examples carry no token".into());
+        report.notes.push(
+            "conditions on JWTs (requestPrincipals, request.auth.*) are not explored: examples carry no token".into(),
+        );
     }
     if args.output == "json" {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -18,6 +18,10 @@ pub struct LintArgs {
     /// The policies reach a TCP port: HTTP-only ALLOW rules become errors.
     #[arg(long, value_parser = ["http", "tcp"])]
     pub protocol: Option<String>,
+    /// Inventory (YAML/JSON): `namespaces: [..]`, `workloads: [{namespace, labels, serviceAccount,
+    /// ports: [{port, protocol}]}]`; enables the namespace / workload / TCP-port checks.
+    #[arg(long)]
+    pub inventory: Option<PathBuf>,
     /// Root namespace.
     #[arg(long, default_value = "istio-system")]
     pub root_namespace: String,
@@ -48,9 +52,19 @@ pub fn run(args: LintArgs) -> anyhow::Result<()> {
         findings.extend(report.warnings.iter().map(|e| load_finding(e, Severity::Warning)));
         objects.extend(report.objects);
     }
+    let inventory = match &args.inventory {
+        Some(p) => {
+            let name = p.display().to_string();
+            let docs = meshca_policy::load::yaml_to_json(&name, &read_text(p)?).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let doc = docs.into_iter().next().unwrap_or_default();
+            Some(serde_json::from_value(doc).map_err(|e| anyhow::anyhow!("{name}: {e}"))?)
+        }
+        None => None,
+    };
     let opts = LintOptions {
         root_namespace: args.root_namespace.clone(),
         protocol: args.protocol.as_deref().map(|p| if p == "tcp" { Protocol::Tcp } else { Protocol::Http }),
+        inventory,
     };
     findings.extend(meshca_policy::lint::lint(&PolicySet::from_objects(objects), &opts));
     if args.output == "json" {
@@ -59,7 +73,15 @@ pub fn run(args: LintArgs) -> anyhow::Result<()> {
         for f in &findings {
             let sev = serde_json::to_value(f.severity)?;
             let obj = if f.object.is_empty() { String::new() } else { format!(" [{}]", f.object) };
-            println!("{}:{}: {} {}{obj}: {}\n    hint: {}", f.file, f.line, sev.as_str().unwrap_or(""), f.id, f.message, f.hint);
+            println!(
+                "{}:{}: {} {}{obj}: {}\n    hint: {}",
+                f.file,
+                f.line,
+                sev.as_str().unwrap_or(""),
+                f.id,
+                f.message,
+                f.hint
+            );
         }
     }
     let errors = findings.iter().filter(|f| f.severity == Severity::Error).count();
