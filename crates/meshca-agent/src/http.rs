@@ -51,12 +51,14 @@ async fn metrics(State(s): State<HttpState>) -> Response {
         .into_response()
 }
 
+/// `level=L` or `SCOPE=L` pairs in, the new filter (or why not) out.
+pub type SetLevels = fn(&[(String, String)]) -> Result<String, String>;
+
 /// How the binary lets the agent read and change its log filter at run time.
 #[derive(Debug, Clone, Copy)]
 pub struct LogControl {
     pub get: fn() -> Option<String>,
-    /// `level=L` or `SCOPE=L` pairs; returns the new filter or why not.
-    pub set: fn(&[(String, String)]) -> Result<String, String>,
+    pub set: SetLevels,
 }
 
 /// `GET /logging`: the log filter in force.

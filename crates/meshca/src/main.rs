@@ -35,7 +35,7 @@ enum Command {
     Agent(Box<agent::AgentArgs>),
     /// Diagnose CA material, a running CA, Vault, workloads, Envoy, mTLS and JWTs: named checks with hints.
     Doctor(Box<doctor::DoctorArgs>),
-    /// Istio authorization/authentication policies: check (evaluate and explain), compile to Envoy filters.
+    /// Istio authorization/authentication policies: check (evaluate and explain), compile, lint, diff, convert.
     Policy(policy::PolicyArgs),
 }
 

@@ -40,12 +40,23 @@ fn judge(dir: &Path, cases: &[Case], requests: &[Vec<Value>], verdicts: &[Vec<Va
         }
     }
     println!("envoy start {started:?}, requests {:?}", t0.elapsed() - started);
-    // Let Envoy flush its log.
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    let logs = rbac_log_by_client(&envoy.logs());
-    if std::env::var_os("POLICY_JUDGE_KEEP").is_some() {
-        let _ = std::fs::copy(&envoy.log, "/tmp/policy-judge-envoy.log");
-    }
+    // Envoy writes its log asynchronously: wait (up to 30 s) until every connection whose verdict
+    // was decided by an RBAC filter has its `enforced` line.
+    let needed: Vec<&str> = verdicts
+        .iter()
+        .flatten()
+        .zip(&seen)
+        .filter(|(v, _)| matches!(v["stage"].as_str(), Some("allow" | "deny" | "no-allow-match")))
+        .map(|(_, s)| s.addr.as_str())
+        .collect();
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    let logs = loop {
+        let logs = rbac_log_by_client(&envoy.logs());
+        if needed.iter().all(|a| logs.contains_key(*a)) || Instant::now() > deadline {
+            break logs;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
     let mut pairs = 0;
     let mut bad = Vec::new();
     let mut it = seen.iter();
@@ -215,7 +226,15 @@ fn generated_policy_sets_agree_with_envoy() {
     }
     let prepared = start.elapsed();
     let (pairs, bad) = judge(dir, &cases, &requests, &verdicts);
-    println!("coverage: {:#?}", coverage(&cases, &verdicts));
+    let cov = coverage(&cases, &verdicts);
+    for key in
+        ["http/allow/allow", "http/deny/deny", "http/jwt/deny", "http/no-allow-match/deny", "http/no-policy/allow"]
+            .into_iter()
+            .chain(["tcp/allow/allow", "tcp/deny/deny", "tcp/no-allow-match/deny", "audit matched", "dry-run reported"])
+    {
+        assert!(cov.get(key).is_some_and(|n| *n > 0) || sets < 50, "the generated run never reached {key}: {cov:#?}");
+    }
+    println!("coverage: {cov:#?}");
     println!(
         "generated: seed {seed}, {sets} policy sets, {pairs} pairs, {} disagreements, {:?} total ({prepared:?} compiling and checking)",
         bad.len(),

@@ -152,7 +152,15 @@ impl Ctx<'_> {
         }
         if let Some(a) = field(v, "authenticated") {
             let t = field(a, "principal_name").map(string_text).unwrap_or_else(|| "*".into());
-            let f = if t.starts_with("regex(.*/ns/") { "source.namespace" } else { "source.principal" };
+            let f = if t.starts_with("regex(.*/ns/") {
+                "source.namespace"
+            } else if t.contains("/(.+/|)sa/") {
+                "source.serviceAccount"
+            } else if t.starts_with("spiffe://") && !t.contains("/ns/") && (t.ends_with("/*") || t.contains("[^/]")) {
+                "source.trustDomain"
+            } else {
+                "source.principal"
+            };
             return (f.into(), t, opt(self.attrs.peer.as_deref(), "(plaintext: no peer certificate)"));
         }
         if let Some(c) = field(v, "direct_remote_ip").or_else(|| field(v, "source_ip")) {
