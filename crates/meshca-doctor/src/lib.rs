@@ -20,6 +20,7 @@ pub mod fetch;
 pub mod jwt;
 pub mod mtls;
 pub mod output;
+pub mod policy;
 pub mod vault;
 pub mod workload;
 
@@ -86,6 +87,8 @@ pub struct Targets {
     pub jwt_issuers: Vec<(String, String)>,
     pub token_audience: String,
     pub vault: Option<VaultTarget>,
+    /// Directory of policy files (AuthorizationPolicy, RequestAuthentication, ...).
+    pub policy_dir: Option<PathBuf>,
     /// Budget of the whole run; every probe is bounded by it.
     pub timeout: Duration,
 }
@@ -108,6 +111,7 @@ impl Default for Targets {
             jwt_issuers: Vec::new(),
             token_audience: "istio-ca".into(),
             vault: None,
+            policy_dir: None,
             timeout: Duration::from_millis(1500),
         }
     }
@@ -174,6 +178,7 @@ pub fn builtin_categories() -> Vec<CategoryDef> {
         CategoryDef { name: "envoy", run: |c| Box::pin(async move { envoy::run(&c).await }) },
         CategoryDef { name: "mtls", run: |c| Box::pin(async move { mtls::run(&c).await }) },
         CategoryDef { name: "jwt", run: |c| Box::pin(async move { jwt::run(&c).await }) },
+        CategoryDef { name: "policy", run: |c| Box::pin(async move { policy::run(&c) }) },
     ]
 }
 

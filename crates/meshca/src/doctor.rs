@@ -51,6 +51,9 @@ pub struct DoctorArgs {
     /// A caller or end-user JWT to check
     #[arg(long)]
     token: Option<PathBuf>,
+    /// Directory of Istio policy files to validate and lint
+    #[arg(long)]
+    policy_dir: Option<PathBuf>,
     /// Trusted JWT issuer ISSUER=SOURCE (a JWKS file, a JWKS URL, or oidc), as for serve (repeatable)
     #[arg(long = "jwt-issuer")]
     jwt_issuer: Vec<String>,
@@ -128,6 +131,7 @@ fn targets(a: DoctorArgs) -> anyhow::Result<(Targets, Format)> {
         jwt_issuers,
         token_audience: a.token_audience,
         vault: vault_target(a.vault),
+        policy_dir: a.policy_dir,
         timeout: a.timeout,
     };
     Ok((t, a.output))

@@ -10,7 +10,7 @@
 mod agent_support;
 mod rotation_support;
 
-use agent_support::envoy::{client_config, server_config, Envoy};
+use agent_support::envoy::{both_present, both_trust, client_config, server_config, Envoy};
 use agent_support::*;
 use meshca_testkit::{free_port, Server, ServerOptions};
 use rotation_support::{CaDir, CaSet};
@@ -21,43 +21,6 @@ use std::time::{Duration, Instant};
 const CLIENT_ID: &str = "spiffe://cluster.local/ns/frontend/sa/web";
 const SERVER_ID: &str = "spiffe://cluster.local/ns/backend/sa/api";
 const RATE: u32 = 40;
-
-/// Wait until both Envoys present certificates their agents got from the CA certificate `issuer_pem`.
-async fn both_present(what: &str, pairs: &[(&Envoy, &Agent, &str)], issuer_pem: &str, t0: Instant) -> Duration {
-    poll(what, Duration::from_secs(30), || {
-        pairs
-            .iter()
-            .all(|(envoy, agent, id)| {
-                let chain = agent.out_chain();
-                !chain.is_empty()
-                    && issuer_der(&chain) == subject_der(issuer_pem)
-                    && envoy.presented(id).0.contains(&norm_serial(&serial(&chain)))
-            })
-            .then_some(())
-    })
-    .await;
-    t0.elapsed()
-}
-
-/// Wait until every Envoy's validation contexts hold exactly the roots of `bundle_pem`.
-async fn both_trust(what: &str, envoys: &[&Envoy], bundle_pem: &str, t0: Instant) -> Duration {
-    let mut want: Vec<String> =
-        ders(bundle_pem).iter().map(|d| norm_serial(&meshca_pki::inspect::cert_info(d).unwrap().serial)).collect();
-    want.sort();
-    poll(what, Duration::from_secs(30), || {
-        envoys
-            .iter()
-            .all(|e| {
-                let mut cas = e.presented("").1;
-                cas.sort();
-                cas.dedup();
-                cas == want
-            })
-            .then_some(())
-    })
-    .await;
-    t0.elapsed()
-}
 
 fn set(dir: &Path) -> CaSet {
     CaSet::read(dir)

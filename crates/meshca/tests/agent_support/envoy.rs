@@ -1,7 +1,7 @@
 //! Real Envoy 1.40 processes configured like Istio sidecars: secrets over SDS
 //! from the agent's unix socket, mTLS with SPIFFE SAN matching.
 
-use super::{http_get, Proc};
+use super::{ders, http_get, issuer_der, norm_serial, poll, serial, subject_der, Agent, Proc};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -239,4 +239,62 @@ impl Envoy {
         let (_, body) = http_get(self.admin, &format!("/stats?filter=^{name}$")).unwrap_or((0, String::new()));
         body.lines().find_map(|l| l.strip_prefix(&format!("{name}: ")).and_then(|v| v.trim().parse().ok())).unwrap_or(0)
     }
+}
+
+// --- Waiting for both sides of an mTLS pair to take new material ---
+
+/// The leaf serial an agent wrote, if it was issued by the CA certificate `issuer_pem`.
+pub fn agent_serial_under(agent: &Agent, issuer_pem: &str) -> Option<String> {
+    let chain = agent.out_chain();
+    if chain.is_empty() || issuer_der(&chain) != subject_der(issuer_pem) {
+        return None;
+    }
+    Some(norm_serial(&serial(&chain)))
+}
+
+/// Wait until both Envoys present the certificates their agents obtained
+/// under `issuer_pem`; returns the elapsed time.
+pub async fn both_present(what: &str, pairs: &[(&Envoy, &Agent, &str)], issuer_pem: &str, t0: Instant) -> Duration {
+    let ok = |(envoy, agent, id): &(&Envoy, &Agent, &str)| {
+        agent_serial_under(agent, issuer_pem).is_some_and(|s| envoy.presented(id).0.contains(&s))
+    };
+    while !pairs.iter().all(ok) {
+        if t0.elapsed() > Duration::from_secs(30) {
+            let detail: Vec<String> = pairs
+                .iter()
+                .map(|(e, a, id)| {
+                    format!(
+                        "{id}: agent wrote {:?} (under the expected issuer: {:?}), Envoy presents {:?}\nagent log:\n{}",
+                        serial(&a.out_chain()),
+                        agent_serial_under(a, issuer_pem),
+                        e.presented(id).0,
+                        &e.certs().to_string()[..2000.min(e.certs().to_string().len())]
+                    )
+                })
+                .collect();
+            panic!("timed out waiting for {what}:\n{}", detail.join("\n"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    t0.elapsed()
+}
+
+/// Wait until every Envoy's validation contexts hold exactly the roots in `bundle_pem`.
+pub async fn both_trust(what: &str, envoys: &[&Envoy], bundle_pem: &str, t0: Instant) -> Duration {
+    let mut want: Vec<String> =
+        ders(bundle_pem).iter().map(|d| norm_serial(&meshca_pki::inspect::cert_info(d).unwrap().serial)).collect();
+    want.sort();
+    poll(what, Duration::from_secs(30), || {
+        envoys
+            .iter()
+            .all(|e| {
+                let mut cas = e.presented("").1;
+                cas.sort();
+                cas.dedup();
+                !cas.is_empty() && cas == want
+            })
+            .then_some(())
+    })
+    .await;
+    t0.elapsed()
 }
