@@ -28,6 +28,11 @@ pub struct Caller {
     pub credential: String,
 }
 
+/// A caller whose bearer token was verified before the request body was
+/// read (by the gRPC guard); the service uses it instead of verifying again.
+#[derive(Debug, Clone)]
+pub struct Verified(pub Caller);
+
 /// Why authentication failed; logged and audited, never sent to the client.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum AuthError {

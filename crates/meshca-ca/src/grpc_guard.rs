@@ -435,8 +435,21 @@ where
         }
         let guard = self.guard.clone();
         Box::pin(async move {
+            let mut req = req;
             let _in_flight = in_flight;
             let deadline = tokio::time::Instant::now() + guard.limits.grpc_request_timeout;
+            // Verify the token now, before the body is read or a slot is taken: a forged token naming a
+            // trusted issuer holds nothing. The service reuses the verified caller (one verification).
+            if !has_cert {
+                if let Some(token) = bearer(&req).map(str::to_string) {
+                    match guard.auth.authenticate_token(&token).await {
+                        Ok(caller) => {
+                            req.extensions_mut().insert(crate::authn::Verified(caller));
+                        }
+                        Err(e) => return Ok(guard.refuse_early(peer, e)),
+                    }
+                }
+            }
             let _peer_permit = match peer {
                 Some(p) => match guard.peers.acquire(p.ip(), deadline).await {
                     Some(permit) => Some(permit),
