@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use regex::Regex;
 use serde_json::Value;
@@ -78,10 +78,12 @@ pub(crate) struct Ctx<'a> {
 }
 
 /// Compiled regexes, shared by every evaluation (compiling dominates otherwise).
+/// Held in an `Arc`: a cloned `Regex` gets a fresh match cache, which costs
+/// more than the match itself.
 const REGEX_CACHE_MAX: usize = 16_384;
-static REGEXES: OnceLock<Mutex<HashMap<String, Option<Regex>>>> = OnceLock::new();
+static REGEXES: OnceLock<Mutex<HashMap<String, Option<Arc<Regex>>>>> = OnceLock::new();
 
-fn compiled(re: &str) -> Option<Regex> {
+fn compiled(re: &str) -> Option<Arc<Regex>> {
     let cache = REGEXES.get_or_init(|| Mutex::new(HashMap::new()));
     let mut map = cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(r) = map.get(re) {
@@ -90,7 +92,7 @@ fn compiled(re: &str) -> Option<Regex> {
     if map.len() >= REGEX_CACHE_MAX {
         map.clear();
     }
-    let r = Regex::new(&format!("^(?:{re})$")).ok();
+    let r = Regex::new(&format!("^(?:{re})$")).ok().map(Arc::new);
     map.insert(re.to_string(), r.clone());
     r
 }
