@@ -5,16 +5,12 @@
 
 mod agent_support;
 
-use agent_support::envoy::{both_present, both_trust, client_config, server_config, Envoy};
+use agent_support::envoy::{both_present, both_trust, start_mesh, Mesh, CLIENT_ID, INTRUDER_ID, SERVER_ID};
 use agent_support::*;
-use meshca_testkit::{free_port, Server, ServerOptions};
-use std::net::SocketAddr;
+use meshca_testkit::{Server, ServerOptions};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-const CLIENT_ID: &str = "spiffe://cluster.local/ns/frontend/sa/web";
-const SERVER_ID: &str = "spiffe://cluster.local/ns/backend/sa/api";
-const INTRUDER_ID: &str = "spiffe://cluster.local/ns/frontend/sa/intruder";
 const RATE: u32 = 40;
 
 /// Let traffic run on the new material for a while (several new upstream connections).
@@ -51,26 +47,17 @@ async fn envoy_mtls_through_sds_survives_rotations_restarts_and_ca_outage() {
     let ca_root = w.join("ca-root.pem");
     std::fs::write(&ca_root, ca.root_pem()).unwrap();
 
-    let mut client_agent = Agent::start(w, "web", &ca, &ca_root, &ca.token("frontend", "web"), &[]);
-    let server_agent = Agent::start(w, "api", &ca, &ca_root, &ca.token("backend", "api"), &[]);
-    let intruder_agent = Agent::start(w, "bad", &ca, &ca_root, &ca.token("frontend", "intruder"), &[]);
-
-    let (echo, echo_count) = echo_server().await;
-    let (server_port, client_port, intruder_port) = (free_port(), free_port(), free_port());
-    let (server_admin, client_admin) = (free_port(), free_port());
-    let server_yaml = server_config(server_admin, server_port, &server_agent.socket, CLIENT_ID, echo);
-    let server_envoy = Envoy::start(w, "server", &server_yaml, server_admin);
-    let server_addr: SocketAddr = format!("127.0.0.1:{server_port}").parse().unwrap();
-    let client_yaml = client_config(
-        client_admin,
-        client_port,
-        &client_agent.socket,
-        server_addr,
-        SERVER_ID,
-        (intruder_port, &intruder_agent.socket),
-    );
-    let client_envoy = Envoy::start(w, "client", &client_yaml, client_admin);
-    let client_addr: SocketAddr = format!("127.0.0.1:{client_port}").parse().unwrap();
+    let Mesh {
+        mut client_agent,
+        server_agent,
+        intruder_agent: _intruder_agent, // kept alive: the intruder listener uses its SDS socket
+        server_envoy,
+        client_envoy,
+        client_addr,
+        intruder_addr: intruder,
+        server_port,
+        echo_count,
+    } = start_mesh(w, &ca, &ca_root).await;
 
     // First request: the server Envoy verified the caller and says who it is.
     let t_start = Instant::now();
@@ -85,7 +72,6 @@ async fn envoy_mtls_through_sds_survives_rotations_restarts_and_ca_outage() {
 
     // The wrong identity (SAN matcher mismatch) is refused by the server Envoy.
     let before = echo_count.load(std::sync::atomic::Ordering::Relaxed);
-    let intruder: SocketAddr = format!("127.0.0.1:{intruder_port}").parse().unwrap();
     let (code, body) = http_get(intruder, "/hello").unwrap();
     assert_eq!(code, 503, "a client with the wrong SPIFFE ID must be refused: {body}");
     assert!(!body.contains(INTRUDER_ID));

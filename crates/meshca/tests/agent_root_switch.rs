@@ -10,16 +10,13 @@
 mod agent_support;
 mod rotation_support;
 
-use agent_support::envoy::{both_present, both_trust, client_config, server_config, Envoy};
+use agent_support::envoy::{both_present, both_trust, start_mesh, Mesh, CLIENT_ID, SERVER_ID};
 use agent_support::*;
-use meshca_testkit::{free_port, Server, ServerOptions};
+use meshca_testkit::{Server, ServerOptions};
 use rotation_support::{CaDir, CaSet};
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-const CLIENT_ID: &str = "spiffe://cluster.local/ns/frontend/sa/web";
-const SERVER_ID: &str = "spiffe://cluster.local/ns/backend/sa/api";
 const RATE: u32 = 40;
 
 fn set(dir: &Path) -> CaSet {
@@ -44,33 +41,11 @@ async fn one_step_root_switch_waits_for_every_agent_and_drops_no_request() {
     std::fs::write(&ca_root, ca.root_pem()).unwrap();
 
     // Agents know only the CA's gRPC address (and the root to verify it).
-    let client_agent = Agent::start(w, "web", &ca, &ca_root, &ca.token("frontend", "web"), &[]);
-    let server_agent = Agent::start(w, "api", &ca, &ca_root, &ca.token("backend", "api"), &[]);
-    let intruder_agent = Agent::start(w, "bad", &ca, &ca_root, &ca.token("frontend", "intruder"), &[]);
+    let Mesh { client_agent, server_agent, intruder_agent, server_envoy, client_envoy, client_addr, .. } =
+        start_mesh(w, &ca, &ca_root).await;
     for a in [&client_agent, &server_agent, &intruder_agent] {
         assert!(!a.proc.logs().contains("--ca-http-addr"), "no plain-HTTP watch");
     }
-
-    let (echo, _) = echo_server().await;
-    let (server_port, client_port, intruder_port) = (free_port(), free_port(), free_port());
-    let (server_admin, client_admin) = (free_port(), free_port());
-    let server_envoy = Envoy::start(
-        w,
-        "server",
-        &server_config(server_admin, server_port, &server_agent.socket, CLIENT_ID, echo),
-        server_admin,
-    );
-    let server_addr: SocketAddr = format!("127.0.0.1:{server_port}").parse().unwrap();
-    let client_yaml = client_config(
-        client_admin,
-        client_port,
-        &client_agent.socket,
-        server_addr,
-        SERVER_ID,
-        (intruder_port, &intruder_agent.socket),
-    );
-    let client_envoy = Envoy::start(w, "client", &client_yaml, client_admin);
-    let client_addr: SocketAddr = format!("127.0.0.1:{client_port}").parse().unwrap();
     poll("first mTLS request", Duration::from_secs(30), || {
         http_get(client_addr, "/hello").ok().filter(|r| r.0 == 200).map(|_| ())
     })

@@ -1,11 +1,14 @@
 //! Real Envoy 1.40 processes configured like Istio sidecars: secrets over SDS
 //! from the agent's unix socket, mTLS with SPIFFE SAN matching.
 
-use super::{ders, http_get, issuer_der, norm_serial, poll, serial, subject_der, Agent, Proc};
+use super::{ders, echo_server, http_get, issuer_der, norm_serial, poll, serial, subject_der, Agent, Proc};
+use meshca_testkit::{free_port, Server};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The Envoy binary: `$MESHCA_ENVOY`, else `<workspace>/.venv/bin/envoy`. Panics when missing.
@@ -297,4 +300,59 @@ pub async fn both_trust(what: &str, envoys: &[&Envoy], bundle_pem: &str, t0: Ins
     })
     .await;
     t0.elapsed()
+}
+
+// --- A client and a server sidecar doing mTLS, plus an intruder identity ---
+
+pub const CLIENT_ID: &str = "spiffe://cluster.local/ns/frontend/sa/web";
+pub const SERVER_ID: &str = "spiffe://cluster.local/ns/backend/sa/api";
+pub const INTRUDER_ID: &str = "spiffe://cluster.local/ns/frontend/sa/intruder";
+
+/// Three agents (web, api, intruder) of `ca` and two Envoys: `client_addr`
+/// originates mTLS as web to the server Envoy, which requires web and
+/// forwards to an echo upstream; `intruder_addr` does the same as intruder.
+pub struct Mesh {
+    pub client_agent: Agent,
+    pub server_agent: Agent,
+    pub intruder_agent: Agent,
+    pub server_envoy: Envoy,
+    pub client_envoy: Envoy,
+    pub client_addr: SocketAddr,
+    pub intruder_addr: SocketAddr,
+    pub server_port: u16,
+    /// Requests that reached the upstream.
+    pub echo_count: Arc<AtomicU64>,
+}
+
+/// Start [`Mesh`] against `ca`, the agents trusting `ca_root`.
+pub async fn start_mesh(w: &Path, ca: &Server, ca_root: &Path) -> Mesh {
+    let client_agent = Agent::start(w, "web", ca, ca_root, &ca.token("frontend", "web"), &[]);
+    let server_agent = Agent::start(w, "api", ca, ca_root, &ca.token("backend", "api"), &[]);
+    let intruder_agent = Agent::start(w, "bad", ca, ca_root, &ca.token("frontend", "intruder"), &[]);
+    let (echo, echo_count) = echo_server().await;
+    let (server_port, client_port, intruder_port) = (free_port(), free_port(), free_port());
+    let (server_admin, client_admin) = (free_port(), free_port());
+    let server_yaml = server_config(server_admin, server_port, &server_agent.socket, CLIENT_ID, echo);
+    let server_envoy = Envoy::start(w, "server", &server_yaml, server_admin);
+    let server_addr: SocketAddr = format!("127.0.0.1:{server_port}").parse().unwrap();
+    let client_yaml = client_config(
+        client_admin,
+        client_port,
+        &client_agent.socket,
+        server_addr,
+        SERVER_ID,
+        (intruder_port, &intruder_agent.socket),
+    );
+    let client_envoy = Envoy::start(w, "client", &client_yaml, client_admin);
+    Mesh {
+        client_agent,
+        server_agent,
+        intruder_agent,
+        server_envoy,
+        client_envoy,
+        client_addr: format!("127.0.0.1:{client_port}").parse().unwrap(),
+        intruder_addr: format!("127.0.0.1:{intruder_port}").parse().unwrap(),
+        server_port,
+        echo_count,
+    }
 }
