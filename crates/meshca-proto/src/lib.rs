@@ -27,7 +27,8 @@ pub mod istio {
 
 /// `meshca.v1`: meshca's extension to the CA API, served on the same port.
 pub mod meshca {
-    /// `meshca.v1`: the CA change stream ([`CaEventsServer`]).
+    /// `meshca.v1`: the CA change stream ([`CaEventsServer`]) and policy delivery
+    /// ([`PolicyDeliveryServer`]).
     pub mod v1 {
         include!("generated/meshca.v1.rs");
     }
@@ -35,7 +36,15 @@ pub mod meshca {
 
 pub use meshca::v1::ca_events_client::CaEventsClient;
 pub use meshca::v1::ca_events_server::{CaEvents, CaEventsServer};
+pub use meshca::v1::policy_delivery_client::PolicyDeliveryClient;
+pub use meshca::v1::policy_delivery_server::{PolicyDelivery, PolicyDeliveryServer};
 pub use meshca::v1::{AgentReport, CaEvent};
+pub use meshca::v1::{PolicyObject, PolicyReport, PolicyUpdate, RefreshJwksRequest, RefreshJwksResponse, ResourceState};
+
+/// Full gRPC path of the `Watch` method of meshca's policy delivery stream.
+pub const POLICY_WATCH_PATH: &str = "/meshca.v1.PolicyDelivery/Watch";
+/// Full gRPC path of `PolicyDelivery/RefreshJwks`.
+pub const POLICY_REFRESH_JWKS_PATH: &str = "/meshca.v1.PolicyDelivery/RefreshJwks";
 
 /// Full gRPC path of the `Watch` method of meshca's change stream.
 pub const CA_EVENTS_WATCH_PATH: &str = "/meshca.v1.CaEvents/Watch";

@@ -25,8 +25,10 @@ const REGENERATE_ENV: &str = "MESHCA_REGENERATE_PROTO";
 const REGENERATE_CMD: &str = "MESHCA_REGENERATE_PROTO=1 cargo test -p meshca-proto --test drift";
 
 /// The proto files and the package each defines; prost names its output file after the package.
-const PROTOS: [(&str, &str); 2] =
-    [("istio/v1/auth/ca.proto", "istio.v1.auth"), ("meshca/v1/events.proto", "meshca.v1")];
+const PROTOS: [(&str, &[&str], &str); 2] = [
+    ("istio/v1/auth/ca.proto", &["istio/v1/auth/ca.proto"], "istio.v1.auth"),
+    ("meshca/v1/*.proto", &["meshca/v1/events.proto", "meshca/v1/policy.proto"], "meshca.v1"),
+];
 
 /// Header prepended to the generator output in the committed file.
 fn header(file: &str) -> String {
@@ -50,12 +52,12 @@ fn committed_path(package: &str) -> PathBuf {
 
 /// Runs the full generation pipeline into `out_dir` and returns the text that
 /// belongs in the committed file.
-fn generate(out_dir: &Path, file: &str, package: &str) -> String {
+fn generate(out_dir: &Path, file: &str, files: &[&str], package: &str) -> String {
     let fds = protox::Compiler::new([proto_dir()])
         .expect("create protox compiler")
         .include_source_info(true)
         .include_imports(true)
-        .open_file(file)
+        .open_files(files)
         .unwrap_or_else(|e| panic!("compile {file} with protox: {e:?}"))
         .file_descriptor_set();
 
@@ -126,14 +128,14 @@ fn describe_difference(committed: &str, fresh: &str) -> String {
 
 #[test]
 fn generated_code_is_up_to_date() {
-    for (file, package) in PROTOS {
-        check(file, package);
+    for (file, files, package) in PROTOS {
+        check(file, files, package);
     }
 }
 
-fn check(file: &str, package: &str) {
+fn check(file: &str, files: &[&str], package: &str) {
     let tmp = tempfile::tempdir().expect("create tempdir");
-    let fresh = generate(tmp.path(), file, package);
+    let fresh = generate(tmp.path(), file, files, package);
     let path = committed_path(package);
 
     if std::env::var_os(REGENERATE_ENV).is_some_and(|v| !v.is_empty() && v != "0") {

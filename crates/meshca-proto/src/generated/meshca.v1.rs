@@ -1,4 +1,4 @@
-// Generated from proto/meshca/v1/events.proto by crates/meshca-proto/tests/drift.rs.
+// Generated from proto/meshca/v1/*.proto by crates/meshca-proto/tests/drift.rs.
 // Do not edit by hand. Regenerate with:
 //
 //     MESHCA_REGENERATE_PROTO=1 cargo test -p meshca-proto --test drift
@@ -340,6 +340,499 @@ pub mod ca_events_server {
     /// Generated gRPC service name
     pub const SERVICE_NAME: &str = "meshca.v1.CaEvents";
     impl<T> tonic::server::NamedService for CaEventsServer<T> {
+        const NAME: &'static str = SERVICE_NAME;
+    }
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct PolicyReport {
+    /// The workload's labels (from --workload-labels or a downward-API file).
+    #[prost(map = "string, string", tag = "1")]
+    pub labels: ::std::collections::HashMap<
+        ::prost::alloc::string::String,
+        ::prost::alloc::string::String,
+    >,
+    /// Version of the last PolicyUpdate the agent received and compiled.
+    #[prost(string, tag = "2")]
+    pub version_received: ::prost::alloc::string::String,
+    /// Version Envoy has ACKed for every policy resource ("" until then).
+    #[prost(string, tag = "3")]
+    pub version_applied: ::prost::alloc::string::String,
+    /// Per ECDS resource: what was sent and Envoy's answer.
+    #[prost(message, repeated, tag = "4")]
+    pub resources: ::prost::alloc::vec::Vec<ResourceState>,
+    /// The last compile error or Envoy NACK, empty when none.
+    #[prost(string, tag = "5")]
+    pub error: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ResourceState {
+    /// ECDS resource name, e.g. "meshca.http.8080".
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub version: ::prost::alloc::string::String,
+    /// "sent", "acked" or "nacked".
+    #[prost(string, tag = "3")]
+    pub state: ::prost::alloc::string::String,
+    /// Envoy's error_detail message for a NACK.
+    #[prost(string, tag = "4")]
+    pub error: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct PolicyUpdate {
+    /// Version of the whole set as served to this caller (hex SHA-256 prefix
+    /// over objects, JWKS and mesh settings): equal versions mean equal content.
+    #[prost(string, tag = "1")]
+    pub version: ::prost::alloc::string::String,
+    /// The objects that may apply to the caller: its namespace's and the root
+    /// namespace's, nothing else.
+    #[prost(message, repeated, tag = "2")]
+    pub objects: ::prost::alloc::vec::Vec<PolicyObject>,
+    /// JWKS documents (JSON) fetched by the server, keyed by jwksUri, or by
+    /// issuer when the RequestAuthentication names only an issuer (OIDC
+    /// discovery). A failed fetch has no entry and an element in jwks_errors.
+    #[prost(map = "string, string", tag = "3")]
+    pub jwks: ::std::collections::HashMap<
+        ::prost::alloc::string::String,
+        ::prost::alloc::string::String,
+    >,
+    #[prost(map = "string, string", tag = "4")]
+    pub jwks_errors: ::std::collections::HashMap<
+        ::prost::alloc::string::String,
+        ::prost::alloc::string::String,
+    >,
+    /// Mesh settings the compiler needs.
+    #[prost(string, tag = "5")]
+    pub trust_domain: ::prost::alloc::string::String,
+    #[prost(string, tag = "6")]
+    pub root_namespace: ::prost::alloc::string::String,
+    /// The last refused load of the policy directory ("file:line: error"),
+    /// empty when the served set is the latest on disk.
+    #[prost(string, tag = "7")]
+    pub refused: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct PolicyObject {
+    /// Where it came from: "file.yaml:12" (first line of the document).
+    #[prost(string, tag = "1")]
+    pub source: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub kind: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub namespace: ::prost::alloc::string::String,
+    #[prost(string, tag = "4")]
+    pub name: ::prost::alloc::string::String,
+    /// The object as JSON (the parsed document), loadable by meshca-policy.
+    #[prost(string, tag = "5")]
+    pub json: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RefreshJwksRequest {
+    /// jwksUri or issuer, as a key of PolicyUpdate.jwks.
+    #[prost(string, tag = "1")]
+    pub key: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RefreshJwksResponse {
+    /// False when rate limited (a fetch for this key ran too recently) or the
+    /// key is unknown; the reason says which.
+    #[prost(bool, tag = "1")]
+    pub started: bool,
+    #[prost(string, tag = "2")]
+    pub reason: ::prost::alloc::string::String,
+}
+/// Generated client implementations.
+pub mod policy_delivery_client {
+    #![allow(
+        unused_variables,
+        dead_code,
+        missing_docs,
+        clippy::wildcard_imports,
+        clippy::let_unit_value,
+    )]
+    use tonic::codegen::*;
+    use tonic::codegen::http::Uri;
+    #[derive(Debug, Clone)]
+    pub struct PolicyDeliveryClient<T> {
+        inner: tonic::client::Grpc<T>,
+    }
+    impl PolicyDeliveryClient<tonic::transport::Channel> {
+        /// Attempt to create a new client by connecting to a given endpoint.
+        pub async fn connect<D>(dst: D) -> Result<Self, tonic::transport::Error>
+        where
+            D: TryInto<tonic::transport::Endpoint>,
+            D::Error: Into<StdError>,
+        {
+            let conn = tonic::transport::Endpoint::new(dst)?.connect().await?;
+            Ok(Self::new(conn))
+        }
+    }
+    impl<T> PolicyDeliveryClient<T>
+    where
+        T: tonic::client::GrpcService<tonic::body::Body>,
+        T::Error: Into<StdError>,
+        T::ResponseBody: Body<Data = Bytes> + std::marker::Send + 'static,
+        <T::ResponseBody as Body>::Error: Into<StdError> + std::marker::Send,
+    {
+        pub fn new(inner: T) -> Self {
+            let inner = tonic::client::Grpc::new(inner);
+            Self { inner }
+        }
+        pub fn with_origin(inner: T, origin: Uri) -> Self {
+            let inner = tonic::client::Grpc::with_origin(inner, origin);
+            Self { inner }
+        }
+        pub fn with_interceptor<F>(
+            inner: T,
+            interceptor: F,
+        ) -> PolicyDeliveryClient<InterceptedService<T, F>>
+        where
+            F: tonic::service::Interceptor,
+            T::ResponseBody: Default,
+            T: tonic::codegen::Service<
+                http::Request<tonic::body::Body>,
+                Response = http::Response<
+                    <T as tonic::client::GrpcService<tonic::body::Body>>::ResponseBody,
+                >,
+            >,
+            <T as tonic::codegen::Service<
+                http::Request<tonic::body::Body>,
+            >>::Error: Into<StdError> + std::marker::Send + std::marker::Sync,
+        {
+            PolicyDeliveryClient::new(InterceptedService::new(inner, interceptor))
+        }
+        /// Compress requests with the given encoding.
+        ///
+        /// This requires the server to support it otherwise it might respond with an
+        /// error.
+        #[must_use]
+        pub fn send_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.inner = self.inner.send_compressed(encoding);
+            self
+        }
+        /// Enable decompressing responses.
+        #[must_use]
+        pub fn accept_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.inner = self.inner.accept_compressed(encoding);
+            self
+        }
+        /// Limits the maximum size of a decoded message.
+        ///
+        /// Default: `4MB`
+        #[must_use]
+        pub fn max_decoding_message_size(mut self, limit: usize) -> Self {
+            self.inner = self.inner.max_decoding_message_size(limit);
+            self
+        }
+        /// Limits the maximum size of an encoded message.
+        ///
+        /// Default: `usize::MAX`
+        #[must_use]
+        pub fn max_encoding_message_size(mut self, limit: usize) -> Self {
+            self.inner = self.inner.max_encoding_message_size(limit);
+            self
+        }
+        /// The agent sends a report at once (its workload) and whenever what Envoy
+        /// runs changes; the server answers with the current set at once, then a
+        /// PolicyUpdate on every change of the set (or of a JWKS it inlines), until
+        /// either side closes the stream.
+        pub async fn watch(
+            &mut self,
+            request: impl tonic::IntoStreamingRequest<Message = super::PolicyReport>,
+        ) -> std::result::Result<
+            tonic::Response<tonic::codec::Streaming<super::PolicyUpdate>>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/meshca.v1.PolicyDelivery/Watch",
+            );
+            let mut req = request.into_streaming_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("meshca.v1.PolicyDelivery", "Watch"));
+            self.inner.streaming(req, path, codec).await
+        }
+        /// Ask the server to fetch the JWKS of an issuer again now (an agent saw
+        /// Envoy reject a token whose `kid` is not in the inlined keys). Rate limited
+        /// per issuer on the server; the result arrives as a PolicyUpdate.
+        pub async fn refresh_jwks(
+            &mut self,
+            request: impl tonic::IntoRequest<super::RefreshJwksRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::RefreshJwksResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/meshca.v1.PolicyDelivery/RefreshJwks",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("meshca.v1.PolicyDelivery", "RefreshJwks"));
+            self.inner.unary(req, path, codec).await
+        }
+    }
+}
+/// Generated server implementations.
+pub mod policy_delivery_server {
+    #![allow(
+        unused_variables,
+        dead_code,
+        missing_docs,
+        clippy::wildcard_imports,
+        clippy::let_unit_value,
+    )]
+    use tonic::codegen::*;
+    /// Generated trait containing gRPC methods that should be implemented for use with PolicyDeliveryServer.
+    #[async_trait]
+    pub trait PolicyDelivery: std::marker::Send + std::marker::Sync + 'static {
+        /// Server streaming response type for the Watch method.
+        type WatchStream: tonic::codegen::tokio_stream::Stream<
+                Item = std::result::Result<super::PolicyUpdate, tonic::Status>,
+            >
+            + std::marker::Send
+            + 'static;
+        /// The agent sends a report at once (its workload) and whenever what Envoy
+        /// runs changes; the server answers with the current set at once, then a
+        /// PolicyUpdate on every change of the set (or of a JWKS it inlines), until
+        /// either side closes the stream.
+        async fn watch(
+            &self,
+            request: tonic::Request<tonic::Streaming<super::PolicyReport>>,
+        ) -> std::result::Result<tonic::Response<Self::WatchStream>, tonic::Status>;
+        /// Ask the server to fetch the JWKS of an issuer again now (an agent saw
+        /// Envoy reject a token whose `kid` is not in the inlined keys). Rate limited
+        /// per issuer on the server; the result arrives as a PolicyUpdate.
+        async fn refresh_jwks(
+            &self,
+            request: tonic::Request<super::RefreshJwksRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::RefreshJwksResponse>,
+            tonic::Status,
+        >;
+    }
+    #[derive(Debug)]
+    pub struct PolicyDeliveryServer<T> {
+        inner: Arc<T>,
+        accept_compression_encodings: EnabledCompressionEncodings,
+        send_compression_encodings: EnabledCompressionEncodings,
+        max_decoding_message_size: Option<usize>,
+        max_encoding_message_size: Option<usize>,
+    }
+    impl<T> PolicyDeliveryServer<T> {
+        pub fn new(inner: T) -> Self {
+            Self::from_arc(Arc::new(inner))
+        }
+        pub fn from_arc(inner: Arc<T>) -> Self {
+            Self {
+                inner,
+                accept_compression_encodings: Default::default(),
+                send_compression_encodings: Default::default(),
+                max_decoding_message_size: None,
+                max_encoding_message_size: None,
+            }
+        }
+        pub fn with_interceptor<F>(
+            inner: T,
+            interceptor: F,
+        ) -> InterceptedService<Self, F>
+        where
+            F: tonic::service::Interceptor,
+        {
+            InterceptedService::new(Self::new(inner), interceptor)
+        }
+        /// Enable decompressing requests with the given encoding.
+        #[must_use]
+        pub fn accept_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.accept_compression_encodings.enable(encoding);
+            self
+        }
+        /// Compress responses with the given encoding, if the client supports it.
+        #[must_use]
+        pub fn send_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.send_compression_encodings.enable(encoding);
+            self
+        }
+        /// Limits the maximum size of a decoded message.
+        ///
+        /// Default: `4MB`
+        #[must_use]
+        pub fn max_decoding_message_size(mut self, limit: usize) -> Self {
+            self.max_decoding_message_size = Some(limit);
+            self
+        }
+        /// Limits the maximum size of an encoded message.
+        ///
+        /// Default: `usize::MAX`
+        #[must_use]
+        pub fn max_encoding_message_size(mut self, limit: usize) -> Self {
+            self.max_encoding_message_size = Some(limit);
+            self
+        }
+    }
+    impl<T, B> tonic::codegen::Service<http::Request<B>> for PolicyDeliveryServer<T>
+    where
+        T: PolicyDelivery,
+        B: Body + std::marker::Send + 'static,
+        B::Error: Into<StdError> + std::marker::Send + 'static,
+    {
+        type Response = http::Response<tonic::body::Body>;
+        type Error = std::convert::Infallible;
+        type Future = BoxFuture<Self::Response, Self::Error>;
+        fn poll_ready(
+            &mut self,
+            _cx: &mut Context<'_>,
+        ) -> Poll<std::result::Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, req: http::Request<B>) -> Self::Future {
+            match req.uri().path() {
+                "/meshca.v1.PolicyDelivery/Watch" => {
+                    #[allow(non_camel_case_types)]
+                    struct WatchSvc<T: PolicyDelivery>(pub Arc<T>);
+                    impl<
+                        T: PolicyDelivery,
+                    > tonic::server::StreamingService<super::PolicyReport>
+                    for WatchSvc<T> {
+                        type Response = super::PolicyUpdate;
+                        type ResponseStream = T::WatchStream;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::ResponseStream>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<
+                                tonic::Streaming<super::PolicyReport>,
+                            >,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as PolicyDelivery>::watch(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = WatchSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.streaming(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/meshca.v1.PolicyDelivery/RefreshJwks" => {
+                    #[allow(non_camel_case_types)]
+                    struct RefreshJwksSvc<T: PolicyDelivery>(pub Arc<T>);
+                    impl<
+                        T: PolicyDelivery,
+                    > tonic::server::UnaryService<super::RefreshJwksRequest>
+                    for RefreshJwksSvc<T> {
+                        type Response = super::RefreshJwksResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::RefreshJwksRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as PolicyDelivery>::refresh_jwks(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = RefreshJwksSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                _ => {
+                    Box::pin(async move {
+                        let mut response = http::Response::new(
+                            tonic::body::Body::default(),
+                        );
+                        let headers = response.headers_mut();
+                        headers
+                            .insert(
+                                tonic::Status::GRPC_STATUS,
+                                (tonic::Code::Unimplemented as i32).into(),
+                            );
+                        headers
+                            .insert(
+                                http::header::CONTENT_TYPE,
+                                tonic::metadata::GRPC_CONTENT_TYPE,
+                            );
+                        Ok(response)
+                    })
+                }
+            }
+        }
+    }
+    impl<T> Clone for PolicyDeliveryServer<T> {
+        fn clone(&self) -> Self {
+            let inner = self.inner.clone();
+            Self {
+                inner,
+                accept_compression_encodings: self.accept_compression_encodings,
+                send_compression_encodings: self.send_compression_encodings,
+                max_decoding_message_size: self.max_decoding_message_size,
+                max_encoding_message_size: self.max_encoding_message_size,
+            }
+        }
+    }
+    /// Generated gRPC service name
+    pub const SERVICE_NAME: &str = "meshca.v1.PolicyDelivery";
+    impl<T> tonic::server::NamedService for PolicyDeliveryServer<T> {
         const NAME: &'static str = SERVICE_NAME;
     }
 }
