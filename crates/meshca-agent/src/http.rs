@@ -19,6 +19,8 @@ pub struct HttpState {
     pub identity: Identity,
     pub metrics: Arc<Metrics>,
     pub clock: Arc<dyn Clock>,
+    /// Policy delivery, when on.
+    pub policy: Option<Arc<crate::policy::PolicyHandle>>,
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -26,6 +28,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/healthz", get(health))
         .route("/readyz", get(health))
         .route("/metrics", get(metrics))
+        .route("/status", get(status))
         .route("/logging", get(logging_get).post(logging_set))
         .with_state(state)
 }
@@ -44,6 +47,22 @@ async fn health(State(s): State<HttpState>) -> Response {
             (StatusCode::SERVICE_UNAVAILABLE, format!("no certificate: {e}\n")).into_response()
         }
     }
+}
+
+/// `/status`: the workload certificate and, with policies on, the three hops of policy delivery.
+async fn status(State(s): State<HttpState>) -> Response {
+    let cert = match &*s.manager.subscribe(&s.identity).borrow() {
+        CertState::Available(c) => serde_json::json!({
+            "state": "available",
+            "identity": c.spiffe_id,
+            "serial": c.serial,
+            "valid": c.valid_at(s.clock.now()),
+        }),
+        CertState::Initializing => serde_json::json!({ "state": "initializing" }),
+        CertState::Unavailable(e) => serde_json::json!({ "state": "unavailable", "error": e.to_string() }),
+    };
+    let policy = s.policy.as_ref().map(|p| p.status_json()).unwrap_or(serde_json::Value::Null);
+    axum::Json(serde_json::json!({ "certificate": cert, "policy": policy })).into_response()
 }
 
 async fn metrics(State(s): State<HttpState>) -> Response {

@@ -3,6 +3,7 @@
 //! Envoy over SDS and to the output directory) and serves them to Envoy.
 #![forbid(unsafe_code)]
 
+pub mod als;
 pub mod caclient;
 pub mod cert;
 pub mod error;
@@ -11,10 +12,12 @@ pub mod http;
 pub mod manager;
 pub mod metrics;
 pub mod output;
+pub mod policy;
 pub mod root_acks;
 pub mod sds;
 pub mod sds_client;
 pub mod trust;
+pub mod xds;
 
 pub use caclient::{CaEndpoint, GrpcSigner, Identity, Signer};
 pub use cert::Cert;
@@ -46,6 +49,8 @@ pub struct AgentConfig {
     /// Run-time log levels on the HTTP port (`/logging`).
     pub log_control: Option<http::LogControl>,
     pub status_interval: Duration,
+    /// Policies from the CA server to Envoy over ECDS (`None`: off).
+    pub policy: Option<policy::PolicyConfig>,
 }
 
 /// Run the agent until `shutdown` resolves.
@@ -60,6 +65,20 @@ pub async fn run(
     let identity = Identity { name: sds::DEFAULT_RESOURCE.to_string(), token_file: cfg.token_file.clone() };
     let mut first = manager.subscribe(&identity);
     let acks = Arc::new(root_acks::RootAcks::default());
+    let xds_state = xds::XdsState::new(metrics.clone());
+    let (policy_handle, refresh_rx) = policy::PolicyHandle::new(xds_state.clone());
+    if let Some(pcfg) = &cfg.policy {
+        let client = policy::client::Client {
+            cfg: pcfg.clone(),
+            signer: signer.clone(),
+            token_file: cfg.token_file.clone(),
+            identity: identity.clone(),
+            manager: manager.clone(),
+            handle: policy_handle.clone(),
+            metrics: metrics.clone(),
+        };
+        tokio::spawn(client.run(refresh_rx));
+    }
     if cfg.ca_events {
         tokio::spawn(events::follow(
             signer,
@@ -93,6 +112,7 @@ pub async fn run(
             identity: identity.clone(),
             metrics: metrics.clone(),
             clock: clock.clone(),
+            policy: cfg.policy.is_some().then(|| policy_handle.clone()),
         });
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
@@ -117,5 +137,9 @@ pub async fn run(
         }
     });
     let service = sds::SdsService::new(manager, identity, metrics).with_root_acks(acks);
-    sds::serve(&cfg.sds_socket, service, shutdown).await
+    // One socket for SDS, ADS (secrets and policy filters) and the access log service.
+    let mut routes = tonic::service::Routes::new(service.clone().into_server());
+    routes = routes.add_service(xds::AdsService::new(service, xds_state).into_server());
+    routes = routes.add_service(als::AlsService::new(policy_handle).into_server());
+    sds::serve_routes(&cfg.sds_socket, routes, shutdown).await
 }

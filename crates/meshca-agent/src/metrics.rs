@@ -21,6 +21,16 @@ pub struct Metrics {
     pub sds_pushes: AtomicU64,
     pub sds_acks: AtomicU64,
     pub sds_nacks: AtomicU64,
+    /// Policy updates received from the CA server.
+    pub policy_updates: AtomicU64,
+    pub policy_compile_errors: AtomicU64,
+    /// ECDS responses sent / rejected by Envoy.
+    pub policy_pushes: AtomicU64,
+    pub policy_nacks: AtomicU64,
+    /// RefreshJwks calls made after Envoy saw an unknown `kid`.
+    pub jwks_refreshes: AtomicU64,
+    /// Policy version Envoy ACKed as a whole ("" until then).
+    policy_acked: Mutex<String>,
     /// identity -> (SPIFFE ID, NotAfter unix seconds)
     expiry: Mutex<BTreeMap<String, (String, i64)>>,
 }
@@ -33,6 +43,13 @@ impl Metrics {
     pub fn set_expiry(&self, name: &str, spiffe: &str, not_after: SystemTime) {
         let secs = not_after.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
         self.expiry.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_string(), (spiffe.to_string(), secs));
+    }
+
+    pub fn set_policy_acked(&self, version: &str) {
+        let mut v = self.policy_acked.lock().unwrap_or_else(|p| p.into_inner());
+        if *v != version {
+            *v = version.to_string();
+        }
     }
 
     pub fn render(&self, now: SystemTime) -> String {
@@ -65,6 +82,29 @@ impl Metrics {
         counter("meshca_agent_sds_pushes_total", "SDS responses sent.", g(&self.sds_pushes));
         counter("meshca_agent_sds_acks_total", "SDS responses acknowledged.", g(&self.sds_acks));
         counter("meshca_agent_sds_nacks_total", "SDS responses rejected by Envoy.", g(&self.sds_nacks));
+        counter(
+            "meshca_agent_policy_updates_total",
+            "Policy updates received from the CA server.",
+            g(&self.policy_updates),
+        );
+        counter(
+            "meshca_agent_policy_compile_errors_total",
+            "Policy updates that could not be compiled for Envoy.",
+            g(&self.policy_compile_errors),
+        );
+        counter("meshca_agent_policy_pushes_total", "ECDS responses sent to Envoy.", g(&self.policy_pushes));
+        counter("meshca_agent_policy_nacks_total", "ECDS responses rejected by Envoy.", g(&self.policy_nacks));
+        counter(
+            "meshca_agent_jwks_refreshes_total",
+            "JWKS refreshes requested after Envoy met an unknown key id.",
+            g(&self.jwks_refreshes),
+        );
+        let acked = self.policy_acked.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let _ = write!(
+            out,
+            "# HELP meshca_agent_policy_version_acked The policy version Envoy runs (ACKed as a whole), as a label.\n# TYPE meshca_agent_policy_version_acked gauge\nmeshca_agent_policy_version_acked{{version=\"{acked}\"}} {}\n",
+            u8::from(!acked.is_empty())
+        );
         let _ = write!(
             out,
             "# HELP meshca_agent_sds_connections Open SDS streams.\n# TYPE meshca_agent_sds_connections gauge\nmeshca_agent_sds_connections {}\n",

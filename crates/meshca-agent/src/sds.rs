@@ -60,6 +60,41 @@ impl SdsService {
     pub fn into_server(self) -> SecretDiscoveryServiceServer<Self> {
         SecretDiscoveryServiceServer::new(self)
     }
+
+    /// A new stream id (SDS and ADS streams share the numbering, for [`RootAcks`]).
+    pub(crate) fn next_stream_id(&self) -> u64 {
+        self.streams.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// The secret side of a stream answering on `tx`.
+    pub(crate) fn conn(&self, tx: mpsc::Sender<Result<DiscoveryResponse, Status>>) -> Conn {
+        Conn {
+            tx,
+            cert: self.manager.subscribe(&self.identity),
+            trust: self.manager.trust(),
+            metrics: self.metrics.clone(),
+            acks: self.acks.clone(),
+        }
+    }
+
+    /// Forget a closed stream's `ROOTCA` subscription.
+    pub(crate) fn stream_gone(&self, id: u64) {
+        self.acks.gone(id);
+    }
+}
+
+impl StreamState {
+    pub(crate) fn new(id: u64) -> Self {
+        Self {
+            id,
+            node: String::new(),
+            subscribed: BTreeSet::new(),
+            last_nonce: String::new(),
+            last_sent: BTreeMap::new(),
+            nonces: 0,
+            sent_root: None,
+        }
+    }
 }
 
 fn inline(bytes: &[u8]) -> Option<DataSource> {
@@ -67,7 +102,7 @@ fn inline(bytes: &[u8]) -> Option<DataSource> {
 }
 
 /// The secret named `name`, if we have it now.
-fn build(name: &str, cert: &CertState, trust: Option<&str>) -> Option<Secret> {
+pub(crate) fn build(name: &str, cert: &CertState, trust: Option<&str>) -> Option<Secret> {
     let kind = match name {
         DEFAULT_RESOURCE => {
             let c = cert.cert()?;
@@ -86,8 +121,8 @@ fn build(name: &str, cert: &CertState, trust: Option<&str>) -> Option<Secret> {
     Some(Secret { name: name.to_string(), r#type: Some(kind) })
 }
 
-/// One stream's protocol state.
-struct StreamState {
+/// One stream's protocol state (also the secret half of an ADS stream).
+pub(crate) struct StreamState {
     id: u64,
     node: String,
     subscribed: BTreeSet<String>,
@@ -99,10 +134,10 @@ struct StreamState {
     sent_root: Option<(String, Arc<str>)>,
 }
 
-struct Conn {
+pub(crate) struct Conn {
     tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
-    cert: watch::Receiver<CertState>,
-    trust: watch::Receiver<Option<Arc<str>>>,
+    pub(crate) cert: watch::Receiver<CertState>,
+    pub(crate) trust: watch::Receiver<Option<Arc<str>>>,
     metrics: Arc<Metrics>,
     acks: Arc<RootAcks>,
 }
@@ -110,7 +145,7 @@ struct Conn {
 impl Conn {
     /// Send the subscribed resources when they differ from the last response
     /// (or always, with `force`). Nothing is sent while none is available.
-    async fn push(&mut self, st: &mut StreamState, force: bool) -> bool {
+    pub(crate) async fn push(&mut self, st: &mut StreamState, force: bool) -> bool {
         let cert = self.cert.borrow_and_update().clone();
         let trust = self.trust.borrow_and_update().clone();
         let mut content = BTreeMap::new();
@@ -152,7 +187,7 @@ impl Conn {
     }
 
     /// Handle one request; false ends the stream.
-    async fn request(&mut self, st: &mut StreamState, req: DiscoveryRequest) -> bool {
+    pub(crate) async fn request(&mut self, st: &mut StreamState, req: DiscoveryRequest) -> bool {
         if let Some(node) = &req.node {
             st.node = node.id.clone();
         }
@@ -205,15 +240,7 @@ async fn serve_stream(mut inbound: Streaming<DiscoveryRequest>, mut conn: Conn, 
     conn.metrics.sds_connections.fetch_add(1, Ordering::Relaxed);
     Metrics::inc(&conn.metrics.sds_streams_total);
     let _gauge = Gauge(conn.metrics.clone());
-    let mut st = StreamState {
-        id,
-        node: String::new(),
-        subscribed: BTreeSet::new(),
-        last_nonce: String::new(),
-        last_sent: BTreeMap::new(),
-        nonces: 0,
-        sent_root: None,
-    };
+    let mut st = StreamState::new(id);
     loop {
         let ok = tokio::select! {
             msg = inbound.message() => match msg {
@@ -260,14 +287,8 @@ impl SecretDiscoveryService for SdsService {
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamSecretsStream>, Status> {
         let (tx, rx) = mpsc::channel(16);
-        let conn = Conn {
-            tx,
-            cert: self.manager.subscribe(&self.identity),
-            trust: self.manager.trust(),
-            metrics: self.metrics.clone(),
-            acks: self.acks.clone(),
-        };
-        let id = self.streams.fetch_add(1, Ordering::Relaxed) + 1;
+        let conn = self.conn(tx);
+        let id = self.next_stream_id();
         tokio::spawn(serve_stream(request.into_inner(), conn, id));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
@@ -322,6 +343,15 @@ pub async fn serve(
     service: SdsService,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
+    serve_routes(path, tonic::service::Routes::new(service.into_server()), shutdown).await
+}
+
+/// Like [`serve`] with any set of gRPC services (SDS plus ADS and the access log service).
+pub async fn serve_routes(
+    path: &Path,
+    routes: tonic::service::Routes,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
     use anyhow::Context;
     use std::os::unix::fs::PermissionsExt;
     if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -339,7 +369,7 @@ pub async fn serve(
         .with_context(|| format!("restricting the SDS socket {}", path.display()))?;
     tracing::info!("SDS listening on {}", path.display());
     tonic::transport::Server::builder()
-        .add_service(service.into_server())
+        .add_routes(routes)
         .serve_with_incoming_shutdown(tokio_stream::wrappers::UnixListenerStream::new(listener), shutdown)
         .await
         .context("SDS server")?;

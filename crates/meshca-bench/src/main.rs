@@ -7,12 +7,14 @@
 //! load generator's own CPU does not count against them.
 #![forbid(unsafe_code)]
 
+mod agents;
 mod floor;
 mod load;
 mod peers;
 mod prep;
 mod procstat;
 mod report;
+mod soak;
 mod targets;
 
 use anyhow::Context;
@@ -92,6 +94,25 @@ struct Args {
     /// Restart storm: connections (meshca HTTP/2 channels; HTTP/1.1 peers: requests in flight) [default: 200; --quick: 50].
     #[arg(long)]
     storm_connections: Option<usize>,
+    /// Per-connection scenario: established TLS connections, each with one request in flight (0 skips it).
+    #[arg(long, default_value_t = 64)]
+    per_conn_connections: usize,
+    /// Per-connection scenario: requests [default: 5000; --quick: 640].
+    #[arg(long)]
+    per_conn_count: Option<usize>,
+    /// Connection storm: new TLS connections opened at once, one CSR each (0 skips it) [default: 5000; --quick: 500].
+    #[arg(long)]
+    conn_storm_count: Option<usize>,
+    /// Sequential new TLS connections measured for the handshake cost [default: 1000; --quick: 300].
+    #[arg(long)]
+    handshakes: Option<usize>,
+    /// Memory soak instead of the benchmark: issue this many certificates (meshca, first key type,
+    /// 16 callers cycling over the prepared CSRs) and compare the server's RSS after 10% and at the end.
+    #[arg(long)]
+    soak: Option<usize>,
+    /// Memory soak: stop after this long even if fewer certificates were issued [default: 10m].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    soak_max: Option<Duration>,
     /// Worker threads of the load generator [default: number of cores].
     #[arg(long)]
     client_threads: Option<usize>,
@@ -117,6 +138,10 @@ struct Plan {
     stop: Stop,
     storm_count: usize,
     storm_connections: usize,
+    per_conn_connections: usize,
+    per_conn_count: usize,
+    conn_storm_count: usize,
+    handshakes: usize,
     floor_round: Duration,
     quiet_wait: Duration,
     retries: usize,
@@ -146,6 +171,14 @@ impl Plan {
             stop: a.duration.map_or(Stop::Count, Stop::Duration),
             storm_count: a.storm_count.unwrap_or(if q { 1000 } else { 10_000 }),
             storm_connections: a.storm_connections.unwrap_or(if q { 50 } else { 200 }).max(1),
+            per_conn_connections: a.per_conn_connections,
+            per_conn_count: if a.per_conn_connections == 0 {
+                0
+            } else {
+                a.per_conn_count.unwrap_or(if q { 640 } else { 5000 })
+            },
+            conn_storm_count: a.conn_storm_count.unwrap_or(if q { 500 } else { 5000 }),
+            handshakes: a.handshakes.unwrap_or(if q { 300 } else { 1000 }).max(1),
             floor_round: a.floor_round.unwrap_or(Duration::from_millis(if q { 60 } else { 300 })),
             quiet_wait: a.quiet_wait.unwrap_or(Duration::from_secs(if q { 0 } else { 120 })),
             retries: a.retries.unwrap_or(if q { 0 } else { 2 }),
@@ -166,6 +199,8 @@ struct KeyRun {
     warm: Range<usize>,
     steady: Range<usize>,
     storm: Range<usize>,
+    per_conn: Range<usize>,
+    conn_storm: Range<usize>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -176,7 +211,13 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(args.client_threads.unwrap_or(cores).max(1))
         .enable_all()
         .build()?;
-    let mut report = Report { meta: meta(&args, &plan, cores), floors: Vec::new(), rows: Vec::new() };
+    if let Some(n) = args.soak {
+        let kind = plan.keys[0];
+        let max = args.soak_max.unwrap_or(Duration::from_secs(600));
+        return rt.block_on(soak::run(&plan, prepare(&plan, kind)?, n, max));
+    }
+    let mut report =
+        Report { meta: meta(&args, &plan, cores), floors: Vec::new(), rows: Vec::new(), handshakes: Vec::new() };
     for &kind in &plan.keys {
         let run = prepare(&plan, kind)?;
         let csr0 = &run.jobs.csrs[run.steady.start];
@@ -194,10 +235,11 @@ fn main() -> anyhow::Result<()> {
         );
         report.floors.push((kind, f));
         for &system in &plan.systems {
-            let rows = rt
+            let (rows, hs) = rt
                 .block_on(run_system(&plan, &run, system))
                 .with_context(|| format!("{} with {kind} keys", system.name()))?;
             report.rows.extend(rows);
+            report.handshakes.extend(hs.map(|us| (kind, us)));
         }
     }
     let md = report.markdown();
@@ -220,12 +262,12 @@ fn prepare(plan: &Plan, kind: KeyKind) -> anyhow::Result<KeyRun> {
     }
     std::fs::create_dir_all(&dir)?;
     let ca = prep::CaDir::create(&plan.meshca_bin, &dir.join("ca"), kind)?;
-    let total = plan.warmup + plan.count + plan.storm_count;
+    let total = plan.warmup + plan.count + plan.storm_count + plan.per_conn_count + plan.conn_storm_count;
     let t = std::time::Instant::now();
     let csrs = prep::csrs(kind, total)?;
     let tokens = prep::tokens(&dir.join("meshca").join("data"), total, Duration::from_secs(4 * 3600))?;
     eprintln!("[{kind}] prepared {total} distinct CSRs and tokens in {:.1}s", t.elapsed().as_secs_f64());
-    let (w, n) = (plan.warmup, plan.count);
+    let (w, n, s, p) = (plan.warmup, plan.count, plan.storm_count, plan.per_conn_count);
     Ok(KeyRun {
         kind,
         dir,
@@ -233,7 +275,9 @@ fn prepare(plan: &Plan, kind: KeyKind) -> anyhow::Result<KeyRun> {
         jobs: prep::Jobs { csrs: Arc::new(csrs), tokens: Arc::new(tokens) },
         warm: 0..w,
         steady: w..w + n,
-        storm: w + n..total,
+        storm: w + n..w + n + s,
+        per_conn: w + n + s..w + n + s + p,
+        conn_storm: w + n + s + p..total,
     })
 }
 
@@ -249,7 +293,8 @@ fn check_chain(dir: &Path, chain: &[String], identity: &str, system: System) -> 
     Ok(())
 }
 
-async fn run_system(plan: &Plan, run: &KeyRun, system: System) -> anyhow::Result<Vec<Row>> {
+/// The rows of one system, and (meshca) the server CPU per new TLS connection in µs.
+async fn run_system(plan: &Plan, run: &KeyRun, system: System) -> anyhow::Result<(Vec<Row>, Option<f64>)> {
     let work = run.dir.join(system.name());
     let job0 = run.warm.start;
     let id0 = prep::identity(job0);
@@ -265,7 +310,13 @@ async fn run_system(plan: &Plan, run: &KeyRun, system: System) -> anyhow::Result
             steady.connect_all().await?;
             check_chain(&work, &steady.chain(job0).await?, &id0, system)?;
             let storm = || targets::GrpcCaller::new(server.grpc, root_pem.clone(), plan.storm_connections, &run.jobs);
-            let rows = phases(plan, run, system, pid, steady, storm, plan.connections).await;
+            let rows = async {
+                let mut rows = phases(plan, run, system, pid, steady, storm, plan.connections).await?;
+                let (hs, more) = agents::run(plan, run, pid, server.grpc, &root_pem).await?;
+                rows.extend(more);
+                anyhow::Ok((rows, Some(hs)))
+            }
+            .await;
             if rows.is_err() {
                 eprintln!("meshca log:\n{}", server.logs());
             }
@@ -281,7 +332,7 @@ async fn run_system(plan: &Plan, run: &KeyRun, system: System) -> anyhow::Result
             let leaf = steady.leaf(job0).await?;
             check_chain(&work, &[leaf, ca_cert, roots], &id0, system)?;
             let storm = || Ok(http(plan.storm_connections));
-            phases(plan, run, system, peer.pid, steady, storm, plan.concurrency).await
+            Ok((phases(plan, run, system, peer.pid, steady, storm, plan.concurrency).await?, None))
         }
     }
 }
@@ -333,11 +384,13 @@ async fn phases<C: Caller>(
         let spent = mark.since(pid)?;
         let other = spent.other / r.elapsed.as_secs_f64();
         eprintln!(
-            "[{kind}] {name} steady: {:.0} certs/s, p99 {:.1} ms, {} errors, {:.0} µs CPU/cert, other load {other:.2} cores",
+            "[{kind}] {name} steady: {:.0} certs/s, p99 {:.1} ms, {} errors, {:.0} µs CPU/cert ({:.0} kernel), \
+             other load {other:.2} cores",
             r.throughput(),
             r.quantile_ms(0.99),
             r.errors,
             spent.server * 1e6 / r.ok.max(1) as f64,
+            spent.server_sys * 1e6 / r.ok.max(1) as f64,
         );
         let rss = procstat::peak_rss_kib(pid).ok();
         let this = row(Scenario::Steady, plan.concurrency, steady_conns, r, spent, rss);
@@ -424,6 +477,10 @@ fn meta(args: &Args, plan: &Plan, cores: usize) -> serde_json::Value {
             "duration_s": match plan.stop { Stop::Duration(d) => Some(d.as_secs_f64()), Stop::Count => None },
             "storm_count": plan.storm_count,
             "storm_connections": plan.storm_connections,
+            "per_connection_connections": plan.per_conn_connections,
+            "per_connection_count": plan.per_conn_count,
+            "connection_storm_count": plan.conn_storm_count,
+            "handshakes_measured": plan.handshakes,
             "retries_when_busy": plan.retries,
             "quiet_wait_s": plan.quiet_wait.as_secs_f64(),
         },

@@ -11,6 +11,13 @@ pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     cpu_seconds_at(&format!("/proc/{pid}/stat"))
 }
 
+/// stime (kernel time) of a process, in seconds.
+pub fn sys_seconds(pid: u32) -> anyhow::Result<f64> {
+    let path = format!("/proc/{pid}/stat");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    Ok(parse_stat_fields(&text).with_context(|| format!("parsing {path}"))?.1)
+}
+
 /// utime + stime of this process (the load generator), in seconds.
 pub fn self_cpu_seconds() -> anyhow::Result<f64> {
     cpu_seconds_at("/proc/self/stat")
@@ -24,12 +31,18 @@ fn cpu_seconds_at(path: &str) -> anyhow::Result<f64> {
 /// Fields 14 (utime) and 15 (stime) of a stat line; the command name (field 2)
 /// may hold spaces and parentheses, so fields are counted after the last ')'.
 fn parse_stat(text: &str) -> anyhow::Result<f64> {
+    let (user, sys) = parse_stat_fields(text)?;
+    Ok(user + sys)
+}
+
+/// (utime, stime) in seconds.
+fn parse_stat_fields(text: &str) -> anyhow::Result<(f64, f64)> {
     let rest = text.rsplit_once(')').map(|(_, r)| r).context("no ')' in stat")?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     anyhow::ensure!(fields.len() > 12, "short stat line");
     let utime: u64 = fields[11].parse()?;
     let stime: u64 = fields[12].parse()?;
-    Ok((utime + stime) as f64 / TICKS_PER_SEC)
+    Ok((utime as f64 / TICKS_PER_SEC, stime as f64 / TICKS_PER_SEC))
 }
 
 /// VmHWM (peak resident set) of a process, in KiB.
@@ -37,6 +50,13 @@ pub fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
     let path = format!("/proc/{pid}/status");
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
     status_kib(&text, "VmHWM:").with_context(|| format!("no VmHWM in {path}"))
+}
+
+/// VmRSS (current resident set) of a process, in KiB.
+pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let path = format!("/proc/{pid}/status");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    status_kib(&text, "VmRSS:").with_context(|| format!("no VmRSS in {path}"))
 }
 
 fn status_kib(text: &str, key: &str) -> Option<u64> {
@@ -94,6 +114,7 @@ pub fn wait_quiet(max: std::time::Duration, cores: f64) -> f64 {
 #[derive(Debug, Clone, Copy)]
 pub struct CpuMark {
     server: f64,
+    server_sys: f64,
     client: f64,
     machine: f64,
 }
@@ -102,6 +123,8 @@ pub struct CpuMark {
 #[derive(Debug, Clone, Copy)]
 pub struct Spent {
     pub server: f64,
+    /// The server's kernel time, part of `server`.
+    pub server_sys: f64,
     pub client: f64,
     /// Everything else on the machine (other processes competing for the cores).
     pub other: f64,
@@ -109,13 +132,19 @@ pub struct Spent {
 
 impl CpuMark {
     pub fn take(pid: u32) -> anyhow::Result<Self> {
-        Ok(Self { server: cpu_seconds(pid)?, client: self_cpu_seconds()?, machine: machine_busy_seconds()? })
+        Ok(Self {
+            server: cpu_seconds(pid)?,
+            server_sys: sys_seconds(pid)?,
+            client: self_cpu_seconds()?,
+            machine: machine_busy_seconds()?,
+        })
     }
 
     pub fn since(&self, pid: u32) -> anyhow::Result<Spent> {
         let now = Self::take(pid)?;
         let (server, client) = (now.server - self.server, now.client - self.client);
-        Ok(Spent { server, client, other: (now.machine - self.machine - server - client).max(0.0) })
+        let server_sys = now.server_sys - self.server_sys;
+        Ok(Spent { server, server_sys, client, other: (now.machine - self.machine - server - client).max(0.0) })
     }
 }
 

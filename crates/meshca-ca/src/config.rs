@@ -40,6 +40,10 @@ pub struct ServeConfig {
     pub limits: crate::limits::Limits,
     /// Accept JWKS/OIDC over plain HTTP (`--jwt-allow-http`; warns).
     pub jwt_allow_http: bool,
+    /// Policy delivery (`--policy-dir`); `None`: no policies served.
+    pub policy: Option<crate::policy::PolicyOptions>,
+    /// Shared store for several replicas (`--store`); `None`: the data directory only.
+    pub store: Option<crate::ha::StoreConfig>,
 }
 
 impl Default for ServeConfig {
@@ -66,6 +70,8 @@ impl Default for ServeConfig {
             vault: None,
             limits: crate::limits::Limits::default(),
             jwt_allow_http: false,
+            policy: None,
+            store: None,
         }
     }
 }

@@ -405,6 +405,21 @@ impl Guard {
     }
 }
 
+/// tonic answers a message over `--grpc-max-message-size` with OUT_OF_RANGE;
+/// gRPC's status-code guide (and grpc-go, which Istio's agents use) call a
+/// message larger than the limit RESOURCE_EXHAUSTED.
+fn oversize_as_resource_exhausted(mut resp: Resp) -> Resp {
+    let h = resp.headers();
+    let too_large = h.get("grpc-status").is_some_and(|v| v == "11")
+        && h.get("grpc-message").and_then(|v| v.to_str().ok()).is_some_and(|m| {
+            m.contains("message length too large") || m.contains("message%20length%20too%20large")
+        });
+    if too_large {
+        resp.headers_mut().insert("grpc-status", http::HeaderValue::from_static("8"));
+    }
+    resp
+}
+
 impl<S> tower::Service<Req> for GuardService<S>
 where
     S: tower::Service<Req, Response = Resp> + Clone + Send + 'static,
@@ -464,7 +479,7 @@ where
                 Err(resp) => return Ok(resp),
             };
             match tokio::time::timeout_at(deadline, inner.call(req)).await {
-                Ok(r) => r,
+                Ok(r) => r.map(oversize_as_resource_exhausted),
                 Err(_) => {
                     LimitCounters::inc(&guard.metrics.limits.grpc_requests_timed_out);
                     tracing::info!(?peer, "certificate request cut off by --grpc-request-timeout");

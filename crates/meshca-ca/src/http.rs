@@ -30,6 +30,10 @@ pub struct HttpState {
     pub long_polls: Arc<Semaphore>,
     /// Longest `?wait=` honoured (`--http-long-poll-max-wait`).
     pub long_poll_max_wait: Duration,
+    /// Policy delivery (`--policy-dir`), shown under `policy`.
+    pub policy: Option<Arc<crate::policy::Policy>>,
+    /// The shared store's health and replicas (`--store`), shown under `store`.
+    pub store: Option<Arc<crate::ha::StoreStatus>>,
 }
 
 pub fn router(state: Arc<HttpState>) -> Router {
@@ -73,6 +77,12 @@ async fn metrics(State(s): State<Arc<HttpState>>) -> Response {
     let snap = s.active.load();
     let mut body = s.metrics.render(Some(&material_facts(&snap)), s.clock.now());
     s.active.staging.render_metrics(&mut body);
+    if let Some(p) = &s.policy {
+        p.render_metrics(&mut body);
+    }
+    if let Some(st) = &s.store {
+        st.render_metrics(&mut body);
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
 
@@ -162,6 +172,8 @@ async fn status(State(s): State<Arc<HttpState>>) -> Json<serde_json::Value> {
             "propagation_delay_s": s.active.staging.propagation_delay().as_secs(),
             "agents": s.active.staging.agents.list(),
         },
+        "policy": s.policy.as_ref().map(|p| p.status_json()),
+        "store": s.store.as_ref().map(|st| st.json()),
     }))
 }
 

@@ -74,7 +74,8 @@ pub fn client() -> reqwest::Result<reqwest::Client> {
         .build()
 }
 
-async fn get(http: &reqwest::Client, url: &str) -> Result<Vec<u8>, String> {
+/// GET `url` with the key-fetch rules: no redirects, success only, at most [`MAX_BODY`] bytes.
+pub async fn get(http: &reqwest::Client, url: &str) -> Result<Vec<u8>, String> {
     let mut resp = http.get(url).send().await.map_err(|e| format!("GET {url}: {e}"))?;
     if resp.status().is_redirection() {
         return Err(format!("GET {url}: HTTP {} (redirects are not followed for keys)", resp.status()));

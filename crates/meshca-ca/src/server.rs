@@ -121,6 +121,11 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()> + Send + '
     let limits = effective_limits(&cfg.limits);
     fsutil::ensure_private_dir(&cfg.data_dir)
         .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
+    // --- Several replicas on a shared store (ha/): the shared root lands in the data directory first ---
+    let replica = match &cfg.store {
+        Some(sc) => Some(crate::ha::Replica::prepare(sc, &cfg).await?),
+        None => None,
+    };
     // --- Vault/OpenBao source (vault/) ---
     let (material, kind, vault_source) = match &cfg.vault {
         Some(v) => {
@@ -143,13 +148,24 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()> + Send + '
         propagation_delay: cfg.root_propagation_delay,
         max_ttl: cfg.max_ttl,
     });
-    crate::swap::spawn_activation(crate::swap::Swapper {
+    let swapper = crate::swap::Swapper {
         active: active.clone(),
         metrics: metrics.clone(),
         clock: clock.clone(),
         trust_domain: cfg.trust_domain.clone(),
         allow_root_replace: cfg.allow_root_replace,
-    });
+    };
+    crate::swap::spawn_activation(swapper.clone());
+    let store_status = replica.as_ref().map(|r| r.status());
+    if let Some(r) = replica {
+        r.start(crate::ha::Runtime {
+            active: active.clone(),
+            swapper,
+            clock: clock.clone(),
+            data_dir: cfg.data_dir.clone(),
+            grpc_addr: cfg.grpc_addr.to_string(),
+        });
+    }
     if let Some(src) = vault_source {
         // Vault replaces the plug-in directory as the source; its refresh task takes the reloader's place.
         src.spawn(crate::reload::Swapper {
@@ -211,6 +227,10 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()> + Send + '
         clock: clock.clone(),
     };
 
+    let policy = match &cfg.policy {
+        Some(p) => Some(crate::policy::Policy::start(p.clone(), cfg.trust_domain.clone(), clock.clone()).await?),
+        None => None,
+    };
     let http_state = Arc::new(HttpState {
         active: active.clone(),
         metrics: metrics.clone(),
@@ -220,6 +240,8 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()> + Send + '
         audit: Some(audit_status),
         long_polls: Arc::new(tokio::sync::Semaphore::new(limits.http_max_long_polls)),
         long_poll_max_wait: limits.http_long_poll_max_wait,
+        policy: policy.clone(),
+        store: store_status,
     });
     let http_listener =
         TcpListener::bind(cfg.http_addr).await.with_context(|| format!("binding HTTP {}", cfg.http_addr))?;
@@ -244,7 +266,7 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()> + Send + '
     );
     let registry = Arc::new(ConnRegistry::default());
     let guard = GuardLayer(Arc::new(Guard {
-        auth,
+        auth: auth.clone(),
         audit: guard_audit,
         metrics: metrics.clone(),
         clock: clock.clone(),
@@ -257,7 +279,17 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()> + Send + '
     let grpc_service = IstioCertificateServiceServer::new(svc).max_decoding_message_size(limits.grpc_max_message_size);
     let events_service =
         meshca_proto::CaEventsServer::new(events).max_decoding_message_size(crate::events::MAX_REPORT_BYTES);
-    let grpc_router = grpc_builder(&limits).layer(guard).add_service(grpc_service).add_service(events_service);
+    let policy_service = policy.clone().map(|policy| {
+        let svc = crate::policy::service::PolicyService { policy, active: active.clone(), auth: auth.clone() };
+        meshca_proto::PolicyDeliveryServer::new(svc)
+            .max_decoding_message_size(crate::policy::agents::MAX_REPORT_BYTES)
+            .max_encoding_message_size(usize::MAX)
+    });
+    let grpc_router = grpc_builder(&limits)
+        .layer(guard)
+        .add_service(grpc_service)
+        .add_service(events_service)
+        .add_optional_service(policy_service);
 
     let grpc: std::pin::Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>> = if cfg.plaintext {
         tracing::warn!(addr = %cfg.grpc_addr, "gRPC without TLS (--plaintext): for local use only");
@@ -310,8 +342,10 @@ fn grpc_builder(l: &Limits) -> tonic::transport::Server {
         .http2_max_local_error_reset_streams(Some(l.grpc_max_local_reset_streams))
         .http2_keepalive_interval(Some(l.grpc_keepalive_interval))
         .http2_keepalive_timeout(Some(l.grpc_keepalive_timeout))
+        // No max_connection_age_grace: with one, tonic 0.14 sends no GOAWAY at the age and instead cuts the
+        // connection at age + grace. Without it, a GOAWAY at the age moves new requests to a new connection
+        // (as gRPC-Go's MaxConnectionAge with its default, unbounded grace); open streams finish.
         .max_connection_age(l.grpc_max_connection_age)
-        .max_connection_age_grace(Duration::from_secs(60))
         .initial_stream_window_size(Some(256 * 1024))
         .initial_connection_window_size(Some(1024 * 1024))
         .http2_max_header_list_size(Some(64 * 1024))

@@ -25,24 +25,35 @@ pub const MAX_DELAY: Duration = Duration::from_millis(500);
 
 /// Does `path` (from an event) concern the plug-in set in `ca_dir`?
 pub fn concerns(ca_dir: &Path, path: &Path) -> bool {
-    if path == ca_dir {
+    concerns_names(ca_dir, path, |name| source::ISTIO_FILES.contains(&name) || source::TLS_FILES.contains(&name))
+}
+
+/// Is `path` the directory itself, its Kubernetes `..data` link or
+/// `..<timestamp>` directory, or an entry of it whose name `accept`s?
+pub fn concerns_names(dir: &Path, path: &Path, accept: fn(&str) -> bool) -> bool {
+    if path == dir {
         return true;
     }
-    if path.parent() != Some(ca_dir) {
+    if path.parent() != Some(dir) {
         return false;
     }
     let Some(name) = path.file_name().and_then(|n| n.to_str()) else { return false };
-    name.starts_with("..") || source::ISTIO_FILES.contains(&name) || source::TLS_FILES.contains(&name)
+    name.starts_with("..") || accept(name)
 }
 
 /// Is `ev` a change (not a read) that concerns the plug-in set?
 pub fn relevant(ca_dir: &Path, ev: &notify::Event) -> bool {
+    relevant_to(ca_dir, ev, concerns)
+}
+
+/// Is `ev` a change (not a read) of a path in `dir` that `concerns` accepts?
+pub fn relevant_to(dir: &Path, ev: &notify::Event, concerns: fn(&Path, &Path) -> bool) -> bool {
     match ev.kind {
         EventKind::Access(AccessKind::Close(AccessMode::Write)) => {}
         EventKind::Access(_) => return false,
         _ => {}
     }
-    ev.paths.iter().any(|p| concerns(ca_dir, p))
+    ev.paths.iter().any(|p| concerns(dir, p))
 }
 
 /// Wait for the end of a burst that started now: quiet for DEBOUNCE, or MAX_DELAY in all.
@@ -59,21 +70,38 @@ async fn settle(wake: &tokio::sync::Notify) {
 
 /// Watch the plug-in directory and reload on changes until the process ends.
 pub fn spawn(mut reloader: Reloader) -> anyhow::Result<()> {
-    let ca_dir = std::path::absolute(&reloader.opts.ca_dir)?;
+    let (dir, poll) = (reloader.opts.ca_dir.clone(), reloader.opts.poll_interval);
+    watch_dir(&dir, poll, concerns, move || {
+        let outcome = reloader.reload();
+        if outcome != crate::reload::Outcome::Unchanged {
+            tracing::debug!(?outcome, "reload check");
+        }
+    })
+}
+
+/// Watch `dir` (and, through its parent, its creation, removal or
+/// replacement) and call `on_change` after every settled burst of events
+/// that `concerns` accepts, and every `poll` in any case, until the process ends.
+pub fn watch_dir(
+    dir: &Path,
+    poll: Duration,
+    concerns: fn(&Path, &Path) -> bool,
+    mut on_change: impl FnMut() + Send + 'static,
+) -> anyhow::Result<()> {
+    let ca_dir = std::path::absolute(dir)?;
     let parent = ca_dir.parent().map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
     let wake = Arc::new(tokio::sync::Notify::new());
     let (w, dir) = (wake.clone(), ca_dir.clone());
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
-        Ok(ev) if relevant(&dir, &ev) => w.notify_one(),
+        Ok(ev) if relevant_to(&dir, &ev, concerns) => w.notify_one(),
         Ok(_) => {}
         // The kernel queue overflowed: something may have been missed.
         Err(_) => w.notify_one(),
     })?;
     if let Err(e) = watcher.watch(&parent, RecursiveMode::NonRecursive) {
-        tracing::warn!(dir = %parent.display(), error = %e, "cannot watch the parent of the CA directory; relying on polling");
+        tracing::warn!(dir = %parent.display(), error = %e, "cannot watch the parent of the watched directory; relying on polling");
     }
     let _ = watcher.watch(&ca_dir, RecursiveMode::NonRecursive);
-    let poll = reloader.opts.poll_interval;
     tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -82,10 +110,7 @@ pub fn spawn(mut reloader: Reloader) -> anyhow::Result<()> {
             }
             // The directory may have been created or replaced since: (re)watch it.
             let _ = watcher.watch(&ca_dir, RecursiveMode::NonRecursive);
-            let outcome = reloader.reload();
-            if outcome != crate::reload::Outcome::Unchanged {
-                tracing::debug!(?outcome, "reload check");
-            }
+            on_change();
         }
     });
     Ok(())

@@ -4,7 +4,7 @@
 use crate::error::{Result, StoreError};
 use crate::handles::Registration;
 use crate::seal::StoreKey;
-use crate::{Created, Store};
+use crate::{Created, Entry, Store, Swap};
 use meshca_pki::authority::{new_root, AuthorityOptions};
 use meshca_pki::KeyKind;
 use serde::{Deserialize, Serialize};
@@ -115,6 +115,36 @@ fn decode(key: &StoreKey, value: &[u8], revision: i64, created_here: bool) -> Re
     })
 }
 
+/// Decode the root record `entry` (read or watched under [`ROOT_KEY`]).
+pub fn decode_root(key: &StoreKey, entry: &Entry) -> Result<SharedRoot> {
+    decode(key, &entry.value, entry.mod_revision, false)
+}
+
+/// The shared root in the store, if there is one.
+pub async fn read_root<S: Store>(store: &S, key: &StoreKey) -> Result<Option<SharedRoot>> {
+    store.get(ROOT_KEY).await?.map(|e| decode_root(key, &e)).transpose()
+}
+
+/// Replace the shared root by `renewed` (the same key re-signed), only if the
+/// record is still at `revision` (compare on `mod_revision`): a replica that
+/// renewed from a stale read loses and adopts the winner's root.
+pub async fn renew_root<S: Store>(
+    store: &S,
+    key: &StoreKey,
+    replica_id: &str,
+    revision: i64,
+    renewed: &RootCandidate,
+) -> Result<Swap> {
+    let rec = RootRecord {
+        cert_pem: renewed.cert_pem.clone(),
+        key_sealed: key.seal(ROOT_KEY, renewed.key_pem.as_bytes())?,
+        created_by: replica_id.to_string(),
+        created_unix: now_unix(),
+    };
+    let bytes = serde_json::to_vec(&rec).map_err(|e| StoreError::Config(format!("encoding the root record: {e}")))?;
+    store.compare_and_swap(ROOT_KEY, revision, bytes).await
+}
+
 /// The shared root: adopt the one in the store, or offer `make()`'s candidate
 /// with a create-if-absent; if another replica won the race, adopt its root
 /// and discard the candidate (its key is zeroized on drop).
@@ -166,7 +196,9 @@ pub fn write_root_files(data_dir: &Path, root: &SharedRoot) -> Result<()> {
     if cert.exists() {
         let existing = std::fs::read_to_string(&cert).map_err(|e| io(&cert, e))?;
         let fp = fingerprint(&existing).unwrap_or_else(|_| "unreadable".into());
-        if fp != root.fingerprint {
+        // A renewal re-signs the same key: the files then follow the store.
+        let same_key = std::fs::read(&keyp).is_ok_and(|k| k == root.key_pem.as_bytes());
+        if fp != root.fingerprint && !same_key {
             return Err(StoreError::Config(format!(
                 "{} holds a root (sha256 {fp}) that differs from the store's (sha256 {}): move the data directory's \
                  ca/ away to adopt the shared root, or seed the store from this one",

@@ -3,7 +3,7 @@
 //! optionally writes it to a directory, and follows CA rotations.
 
 use anyhow::Context;
-use clap::Args;
+use clap::{Args, Subcommand};
 use meshca_agent::{AgentConfig, CaEndpoint, ManagerConfig};
 use meshca_pki::KeyKind;
 use std::path::PathBuf;
@@ -14,7 +14,10 @@ fn duration(s: &str) -> Result<Duration, String> {
 }
 
 #[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct AgentArgs {
+    #[command(subcommand)]
+    command: Option<AgentCommand>,
     /// CA gRPC address host:port; several replicas as a comma-separated list or dns:///name:port
     /// (the agent moves to the next one when a connection fails)
     #[arg(long, env = "MESHCA_AGENT_CA_ADDR", default_value = "127.0.0.1:15012")]
@@ -40,7 +43,7 @@ pub struct AgentArgs {
     ca_status_interval: Duration,
     /// Bearer token file, re-read for every request
     #[arg(long, env = "MESHCA_AGENT_TOKEN_FILE")]
-    token_file: PathBuf,
+    token_file: Option<PathBuf>,
     /// Sent to the CA as the clusterid header
     #[arg(long, env = "MESHCA_AGENT_CLUSTER_ID", default_value = "Kubernetes")]
     cluster_id: String,
@@ -73,9 +76,73 @@ pub struct AgentArgs {
     retry_initial: Duration,
     #[arg(long, env = "MESHCA_AGENT_RETRY_MAX", default_value = "30s", value_parser = duration)]
     retry_max: Duration,
+    /// Workload labels for policy selection: k=v,k2=v2
+    #[arg(long, env = "MESHCA_AGENT_WORKLOAD_LABELS", default_value = "", value_parser = meshca_agent::policy::workload::parse_labels)]
+    workload_labels: std::collections::BTreeMap<String, String>,
+    /// Kubernetes downward-API labels file (key="value" per line), read at every connection to the server
+    #[arg(long, env = "MESHCA_AGENT_WORKLOAD_LABELS_FILE")]
+    workload_labels_file: Option<PathBuf>,
+    /// A port Envoy serves for the workload: PORT/http|tcp=APP_ADDR (Envoy listens on PORT, the
+    /// port policies name, and forwards to the application at APP_ADDR); repeatable
+    #[arg(long = "port", env = "MESHCA_AGENT_PORTS", value_delimiter = ' ')]
+    ports: Vec<meshca_agent::policy::PortArg>,
+    /// Policies from the CA server to Envoy over ECDS: on or off (default: on when --port is given)
+    #[arg(long, env = "MESHCA_AGENT_POLICY", value_parser = ["on", "off"])]
+    policy: Option<String>,
     /// text or json; MESHCA_LOG sets the filter
     #[arg(long, env = "MESHCA_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+}
+
+#[derive(Subcommand, Debug)]
+enum AgentCommand {
+    /// Print an Envoy bootstrap for this agent: inbound HTTP and TCP listeners (mTLS with SDS
+    /// certificates, plaintext per PeerAuthentication), policy filters over ECDS that refuse
+    /// everything until the agent's first policy push, the access log to the agent, and admin.
+    EnvoyBootstrap(BootstrapArgs),
+}
+
+#[derive(Args, Debug)]
+struct BootstrapArgs {
+    /// PORT/http|tcp=APP_ADDR, as given to the agent; repeatable
+    #[arg(long = "port", required = true)]
+    ports: Vec<meshca_agent::policy::PortArg>,
+    /// The agent's socket (its --sds-socket)
+    #[arg(long)]
+    socket: PathBuf,
+    /// Envoy's admin address
+    #[arg(long, default_value = "127.0.0.1:15000")]
+    admin: std::net::SocketAddr,
+    /// Envoy's node id (shown in the agent's logs)
+    #[arg(long, default_value = "sidecar")]
+    node_id: String,
+    /// Envoy's cluster name
+    #[arg(long, default_value = "meshca")]
+    cluster: String,
+    /// yaml or json
+    #[arg(long, default_value = "yaml", value_parser = ["yaml", "json"])]
+    output: String,
+}
+
+fn print_bootstrap(b: BootstrapArgs) -> anyhow::Result<()> {
+    let mut seen = std::collections::BTreeSet::new();
+    for p in &b.ports {
+        anyhow::ensure!(seen.insert(p.port), "--port {} is given twice", p.port);
+    }
+    let opts = meshca_envoy::BootstrapOptions {
+        node_id: b.node_id,
+        cluster: b.cluster,
+        admin: b.admin,
+        agent_socket: b.socket,
+        ports: meshca_agent::policy::compile::port_specs(&b.ports),
+    };
+    let v = meshca_envoy::bootstrap(&opts);
+    if b.output == "json" {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        print!("{}", crate::policy::yaml_out::to_yaml(&v));
+    }
+    Ok(())
 }
 
 impl AgentArgs {
@@ -86,6 +153,18 @@ impl AgentArgs {
             self.grace_ratio
         );
         anyhow::ensure!(self.ttl >= Duration::from_secs(1), "--ttl must be at least 1s");
+        let policy = meshca_agent::policy::PolicyConfig {
+            labels: self.workload_labels,
+            labels_file: self.workload_labels_file,
+            ports: self.ports,
+        };
+        if let Err(e) = policy.labels() {
+            anyhow::bail!("workload labels: {e}");
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for p in &policy.ports {
+            anyhow::ensure!(seen.insert(p.port), "--port {} is given twice", p.port);
+        }
         Ok(AgentConfig {
             ca: CaEndpoint {
                 addr: self.ca_addr,
@@ -93,7 +172,7 @@ impl AgentArgs {
                 server_name: self.ca_server_name,
                 cluster_id: self.cluster_id,
             },
-            token_file: self.token_file,
+            token_file: self.token_file.unwrap_or_default(),
             manager: ManagerConfig {
                 key: self.key,
                 ttl: self.ttl,
@@ -114,11 +193,20 @@ impl AgentArgs {
                 set: meshca_ca::logging::set_log_levels,
             }),
             status_interval: self.ca_status_interval,
+            policy: match self.policy.as_deref() {
+                Some("off") => None,
+                Some(_) => Some(policy),
+                None => (!policy.ports.is_empty()).then_some(policy),
+            },
         })
     }
 }
 
-pub fn run(args: AgentArgs) -> anyhow::Result<()> {
+pub fn run(mut args: AgentArgs) -> anyhow::Result<()> {
+    if let Some(AgentCommand::EnvoyBootstrap(b)) = args.command.take() {
+        return print_bootstrap(b);
+    }
+    anyhow::ensure!(args.token_file.is_some(), "--token-file is required");
     let cfg = args.config()?;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async move {

@@ -7,9 +7,12 @@ mod compile;
 mod convert;
 mod diff;
 mod lint;
-mod yaml_out;
+mod serve_args;
+mod status;
+pub(crate) mod yaml_out;
 
 use clap::{Args, Subcommand};
+pub use serve_args::ServePolicyArgs;
 
 #[derive(Args)]
 pub struct PolicyArgs {
@@ -29,6 +32,8 @@ enum PolicyCommand {
     Diff(Box<diff::DiffArgs>),
     /// Legacy rbac.istio.io / authentication.istio.io v1alpha1 objects to security.istio.io v1, with a report.
     Convert(convert::ConvertArgs),
+    /// What the CA serves and what each agent's Envoy runs: versions, applied objects, NACKs, refusals.
+    Status(status::StatusArgs),
 }
 
 pub fn run(args: PolicyArgs) -> anyhow::Result<()> {
@@ -38,5 +43,6 @@ pub fn run(args: PolicyArgs) -> anyhow::Result<()> {
         PolicyCommand::Lint(a) => lint::run(a),
         PolicyCommand::Diff(a) => diff::run(*a),
         PolicyCommand::Convert(a) => convert::run(a),
+        PolicyCommand::Status(a) => status::run(a),
     }
 }

@@ -80,6 +80,9 @@ pub struct ServeArgs {
     // --- Shared state for several replicas (store_args.rs) ---
     #[command(flatten)]
     pub store: crate::store_args::StoreArgs,
+    // --- Policy delivery to agents (policy/serve_args.rs) ---
+    #[command(flatten)]
+    pub policy: crate::policy::ServePolicyArgs,
 }
 
 /// The TOML file: the same keys as the flags.
@@ -109,6 +112,9 @@ struct FileConfig {
     /// The limit keys (`crate::limits::KEYS`), split off likewise.
     #[serde(skip)]
     limits: crate::limits::LimitArgs,
+    /// The store keys (`crate::store_args::KEYS`), split off likewise.
+    #[serde(skip)]
+    store: crate::store_args::StoreArgs,
 }
 
 impl ServeArgs {
@@ -129,12 +135,16 @@ impl ServeArgs {
                 let vault_keys: Vec<String> = table.keys().filter(|k| k.starts_with("vault_")).cloned().collect();
                 let vault: toml::Table = vault_keys.iter().filter_map(|k| table.remove_entry(k)).collect();
                 let limits: toml::Table = crate::limits::KEYS.iter().filter_map(|k| table.remove_entry(*k)).collect();
+                let store: toml::Table =
+                    crate::store_args::KEYS.iter().filter_map(|k| table.remove_entry(*k)).collect();
                 let mut file: FileConfig =
                     toml::Value::Table(table).try_into().with_context(|| format!("config file {}", p.display()))?;
                 file.vault =
                     toml::Value::Table(vault).try_into().with_context(|| format!("config file {}", p.display()))?;
                 file.limits =
                     toml::Value::Table(limits).try_into().with_context(|| format!("config file {}", p.display()))?;
+                file.store =
+                    toml::Value::Table(store).try_into().with_context(|| format!("config file {}", p.display()))?;
                 Ok(file)
             }
         }
@@ -211,14 +221,13 @@ pub fn parse_jwt_issuers(issuers: &[String]) -> anyhow::Result<Vec<(String, Stri
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let store = args.store.clone();
-    let cfg = args.resolve()?;
+    let store = args.store.clone().merge(args.file()?.store);
+    let policy = args.policy.clone();
+    let mut cfg = args.resolve()?;
+    cfg.policy = policy.config(&cfg)?;
+    cfg.store = store.config(&cfg.trust_domain, cfg.grpc_addr)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    rt.block_on(async move {
-        // Held while serving: it keeps this replica's registry entry alive.
-        let _registration = store.prepare(&cfg).await?;
-        meshca_ca::server::run(cfg, shutdown_signal()).await
-    })
+    rt.block_on(async move { meshca_ca::server::run(cfg, shutdown_signal()).await })
 }
 
 async fn shutdown_signal() {

@@ -3,44 +3,10 @@
 //! serve the one root that won the create-if-absent, each registers itself, the key is
 //! sealed in etcd, and a replica with another --store-key-file refuses to start.
 
-#[path = "../../meshca-store/tests/support/etcd.rs"]
-mod etcd;
+mod store_support;
 
 use meshca_testkit::{Server, ServerOptions};
-use std::path::{Path, PathBuf};
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_meshca"))
-}
-
-fn key_file(dir: &Path, name: &str, byte: u8) -> PathBuf {
-    let p = dir.join(name);
-    // 32 bytes in base64: not random, but a test only needs two different keys.
-    std::fs::write(&p, format!("{}\n", base64_32(byte))).unwrap();
-    p
-}
-
-fn base64_32(byte: u8) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.encode([byte; 32])
-}
-
-fn replica(work: &Path, store: &str, key: &Path, td: &str, id: &str) -> anyhow::Result<Server> {
-    std::fs::create_dir_all(work)?;
-    let args = ["--store", store, "--store-key-file", &key.display().to_string(), "--trust-domain", td];
-    let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    args.extend(["--replica-id".to_string(), id.to_string()]);
-    // The testkit picks free ports by binding port 0 and releasing it; another
-    // process's outgoing connection can take such a port before meshca binds
-    // it. That is a test-harness race, not what is tested here: try again.
-    for _ in 0..2 {
-        match Server::start(&bin(), work, ServerOptions { args: args.clone(), ..Default::default() }) {
-            Err(e) if e.to_string().contains("Address already in use") => continue,
-            other => return other,
-        }
-    }
-    Server::start(&bin(), work, ServerOptions { args, ..Default::default() })
-}
+use store_support::{base64_32, bin, etcd, key_file, replica};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_started_at_once_serve_one_shared_root() {
@@ -129,4 +95,23 @@ async fn replicas_started_at_once_serve_one_shared_root() {
         assert!(std::time::Instant::now() < deadline, "no registration after etcd returned:\n{}", r.logs());
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
+}
+
+/// The store options are TOML keys too (same names as the flags); unknown ones are refused.
+#[test]
+fn store_options_are_read_from_the_config_file() {
+    let work = tempfile::tempdir().unwrap();
+    let start = |toml: &str| {
+        let cfg = work.path().join("meshca.toml");
+        std::fs::write(&cfg, toml).unwrap();
+        let opts = ServerOptions { args: vec!["--config".into(), cfg.display().to_string()], ..Default::default() };
+        Server::start(&bin(), work.path(), opts).err().expect("must not start").to_string()
+    };
+    let err = start("store = \"etcd://127.0.0.1:1\"\n");
+    assert!(err.contains("--store needs --store-key-file"), "the store key is read from the file: {err}");
+    let missing = work.path().join("absent.key");
+    let err = start(&format!("store = \"etcd://127.0.0.1:1\"\nstore_key_file = \"{}\"\n", missing.display()));
+    assert!(err.contains("absent.key"), "store_key_file is read from the file: {err}");
+    let err = start("store_bogus = 1\n");
+    assert!(err.contains("store_bogus"), "an unknown store key is refused: {err}");
 }

@@ -4,13 +4,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::Args;
 use meshca_policy::model::{MeshSettings, Object, PolicySet, Protocol, Workload};
-
-/// Largest policy file read (the loader has its own, finer limits).
-const MAX_FILE: u64 = 16 * 1024 * 1024;
-const MAX_FILES: usize = 10_000;
 
 /// The workload the policies are evaluated for, and the mesh settings.
 #[derive(Args, Debug, Clone)]
@@ -85,52 +81,14 @@ pub fn join_errors<E: std::fmt::Display>(errs: Vec<E>) -> anyhow::Error {
     anyhow::anyhow!("{}", lines.join("\n"))
 }
 
-/// A text file, size-capped.
+/// A text file, size-capped (shared with `meshca serve --policy-dir`).
 pub fn read_text(p: &Path) -> anyhow::Result<String> {
-    let meta = std::fs::metadata(p).with_context(|| format!("reading {}", p.display()))?;
-    if meta.len() > MAX_FILE {
-        bail!("{}: {} bytes is larger than the {MAX_FILE}-byte limit", p.display(), meta.len());
-    }
-    std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+    Ok(meshca_ca::policy::files::read_text(p)?)
 }
 
 /// The files under `paths`: files as given, directories walked for .yaml/.yml/.json, sorted.
 pub fn policy_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    for p in paths {
-        let meta = std::fs::metadata(p).with_context(|| format!("reading {}", p.display()))?;
-        if meta.is_dir() {
-            walk(p, &mut out, 0)?;
-        } else {
-            out.push(p.clone());
-        }
-    }
-    if out.len() > MAX_FILES {
-        bail!("more than {MAX_FILES} policy files");
-    }
-    Ok(out)
-}
-
-fn walk(dir: &Path, out: &mut Vec<PathBuf>, depth: usize) -> anyhow::Result<()> {
-    if depth > 32 {
-        bail!("{}: directories nested too deep", dir.display());
-    }
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    entries.sort();
-    for e in entries {
-        if e.is_dir() {
-            walk(&e, out, depth + 1)?;
-        } else if matches!(e.extension().and_then(|x| x.to_str()), Some("yaml" | "yml" | "json")) {
-            out.push(e);
-        }
-        if out.len() > MAX_FILES {
-            bail!("more than {MAX_FILES} policy files under {}", dir.display());
-        }
-    }
-    Ok(())
+    Ok(meshca_ca::policy::files::policy_files(paths)?)
 }
 
 /// Load every object of every file; all errors of all files are reported together.

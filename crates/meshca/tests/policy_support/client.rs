@@ -65,6 +65,8 @@ impl ServerCertVerifier for AnyServer {
 /// Root CA (files for Envoy in `dir`) and cached client configurations per SPIFFE ID.
 pub struct Pki {
     signer: Signer,
+    /// PEM appended to every client leaf (the issuing intermediates).
+    chain_tail: String,
     clients: HashMap<String, Arc<ClientConfig>>,
     rt: tokio::runtime::Runtime,
     /// Next source port: every connection of a run gets its own, so Envoy's log lines
@@ -101,7 +103,19 @@ impl Pki {
         std::fs::write(dir.join("server.key"), key.to_pkcs8_pem().as_bytes()).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let next_port = 30_000 + (std::process::id() % 25_000) as u16;
-        Pki { signer, clients: HashMap::new(), rt, next_port }
+        Pki { signer, chain_tail: String::new(), clients: HashMap::new(), rt, next_port }
+    }
+
+    /// Client certificates issued by an existing CA (e.g. `meshca serve`'s plug-in intermediate:
+    /// `ca-cert.pem` and `ca-key.pem` in `ca_dir`), so the mesh's Envoys trust them.
+    pub fn from_ca(ca_dir: &Path) -> Pki {
+        let cert_pem = std::fs::read_to_string(ca_dir.join("ca-cert.pem")).unwrap();
+        let key = PrivateKey::from_pem(&std::fs::read(ca_dir.join("ca-key.pem")).unwrap()).unwrap();
+        let cert = meshca_pki::pem::parse_certs(cert_pem.as_bytes()).unwrap().remove(0);
+        let signer = Signer::new(cert, key).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let next_port = 30_000 + (std::process::id() % 25_000) as u16;
+        Pki { signer, chain_tail: cert_pem, clients: HashMap::new(), rt, next_port }
     }
 
     fn client(&mut self, principal: Option<&str>) -> Arc<ClientConfig> {
@@ -118,7 +132,8 @@ impl Pki {
         let cfg = match principal {
             Some(p) => {
                 let uri = if p.starts_with("spiffe://") { p.to_string() } else { format!("spiffe://{p}") };
-                let (pem, k) = leaf(&self.signer, &uri, &[]);
+                let (mut pem, k) = leaf(&self.signer, &uri, &[]);
+                pem.push_str(&self.chain_tail);
                 let chain = meshca_pki::pem::parse_certs(pem.as_bytes()).unwrap();
                 let chain: Vec<CertificateDer<'static>> =
                     chain.iter().map(|c| CertificateDer::from(c.as_ref().to_vec())).collect();
