@@ -3,11 +3,17 @@
 #
 #   scripts/bench.sh            # full run (a few minutes): meshca, cfssl, OpenBao,
 #                               # ECDSA P-256 and RSA-2048 CAs, steady state and
-#                               # a 10,000-request restart storm
-#   scripts/bench.sh --quick    # CI smoke test (< 1 min after the build): meshca,
+#                               # a 10,000-request restart storm; meshca also:
+#                               # 64 connections with one request in flight each,
+#                               # a storm of 5,000 new TLS connections (one CSR
+#                               # each) beside its physical bound
+#   scripts/bench.sh --quick    # CI smoke test (~2.5 min after the build): meshca,
 #                               # cfssl and the crypto floor, small counts
 #   scripts/bench.sh --micro    # also run the criterion micro-benchmarks
 #                               # (crates/meshca-bench/benches) afterwards
+#
+# Memory soak (not part of either mode, ~5 min):
+#   target/release/meshca-bench --soak 1000000 --keys ec-p256 --systems meshca
 #
 # Other arguments go to the harness (see `target/release/meshca-bench --help`),
 # e.g. `--keys ec-p256 --systems meshca,cfssl --duration 20s`.

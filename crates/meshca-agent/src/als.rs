@@ -68,3 +68,34 @@ impl AccessLogService for AlsService {
         Ok(Response::new(StreamAccessLogsResponse {}))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::envoy::data::accesslog::v3::{HttpAccessLogEntry, HttpResponseProperties};
+    use envoy_types::pb::envoy::service::accesslog::v3::stream_access_logs_message::HttpAccessLogEntries;
+
+    fn msg(details: &[&str]) -> StreamAccessLogsMessage {
+        let log_entry = details
+            .iter()
+            .map(|d| HttpAccessLogEntry {
+                response: Some(HttpResponseProperties { response_code_details: d.to_string(), ..Default::default() }),
+                ..Default::default()
+            })
+            .collect();
+        StreamAccessLogsMessage {
+            log_entries: Some(LogEntries::HttpLogs(HttpAccessLogEntries { log_entry })),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_an_unknown_kid_asks_for_a_refresh() {
+        assert!(unknown_kid(&msg(&["via_upstream", &format!("jwt_authn_access_denied{{{UNKNOWN_KID_DETAIL}}}")])));
+        assert!(!unknown_kid(&msg(&[
+            "jwt_authn_access_denied{Jwt_is_expired}",
+            "rbac_access_denied_matched_policy[x]"
+        ])));
+        assert!(!unknown_kid(&StreamAccessLogsMessage::default()));
+    }
+}

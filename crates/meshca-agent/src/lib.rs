@@ -18,6 +18,7 @@ pub mod sds;
 pub mod sds_client;
 pub mod trust;
 pub mod xds;
+pub mod xds_stages;
 
 pub use caclient::{CaEndpoint, GrpcSigner, Identity, Signer};
 pub use cert::Cert;

@@ -42,11 +42,15 @@ pub struct EcdsSnapshot {
     pub resources: BTreeMap<String, TypedExtensionConfig>,
 }
 
+/// Why a resource Envoy asks for is not served.
+pub const UNSERVED: &str =
+    "Envoy's bootstrap has this filter but the agent has no --port for it (the filter keeps its deny-all default)";
+
 /// What Envoy did with one ECDS resource.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResourceStatus {
     pub version: String,
-    /// `sent`, `acked` or `nacked`.
+    /// `sent`, `acked`, `nacked`, or `unserved` (Envoy asks for it, the agent has no such port).
     pub state: &'static str,
     pub error: String,
 }
@@ -75,7 +79,8 @@ pub struct EcdsStatus {
 /// The policy resources to serve and what Envoy answered; shared by the ADS
 /// streams, the policy client (publisher) and `/status`.
 pub struct XdsState {
-    ecds: watch::Sender<Option<Arc<EcdsSnapshot>>>,
+    /// The steps to the current set (see [`crate::xds_stages`]); the last is the set.
+    ecds: watch::Sender<Option<Arc<Vec<EcdsSnapshot>>>>,
     status: Mutex<EcdsStatus>,
     /// Bumped on every change of `status`.
     changed: watch::Sender<u64>,
@@ -92,19 +97,21 @@ impl XdsState {
         })
     }
 
-    /// Serve `snapshot` to every stream (one response each).
+    /// Serve `snapshot` to every stream: one response, or the staged steps of a DENY change.
     pub fn publish(&self, snapshot: EcdsSnapshot) {
         self.ecds.send_if_modified(|cur| {
-            if cur.as_deref() == Some(&snapshot) {
+            let old = cur.as_ref().and_then(|p| p.last());
+            if old == Some(&snapshot) {
                 return false;
             }
-            *cur = Some(Arc::new(snapshot));
+            *cur = Some(Arc::new(crate::xds_stages::stages(old, &snapshot)));
             true
         });
     }
 
-    pub fn snapshot(&self) -> Option<Arc<EcdsSnapshot>> {
-        self.ecds.borrow().clone()
+    /// The current set.
+    pub fn snapshot(&self) -> Option<EcdsSnapshot> {
+        self.ecds.borrow().as_ref().and_then(|p| p.last().cloned())
     }
 
     pub fn status(&self) -> EcdsStatus {
@@ -158,14 +165,27 @@ struct AdsConn {
     node: String,
     tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
     xds: Arc<XdsState>,
-    ecds_rx: watch::Receiver<Option<Arc<EcdsSnapshot>>>,
+    ecds_rx: watch::Receiver<Option<Arc<Vec<EcdsSnapshot>>>>,
     ecds: EcdsStream,
+    /// The steps being sent, and the index of the one in flight.
+    plan: Option<(Arc<Vec<EcdsSnapshot>>, usize)>,
 }
 
 impl AdsConn {
     /// Send the subscribed policy resources when they changed (or always, with `force`).
     async fn push(&mut self, force: bool) -> bool {
-        let Some(snap) = self.ecds_rx.borrow_and_update().clone() else {
+        let steps = self.ecds_rx.borrow_and_update().clone();
+        let same = match (&self.plan, &steps) {
+            (Some((p, _)), Some(c)) => Arc::ptr_eq(p, c),
+            (None, None) => true,
+            _ => false,
+        };
+        if !same {
+            // A stream that never had a policy goes straight to the current set.
+            let first = if self.ecds.last_sent.is_none() { steps.as_ref().map_or(0, |s| s.len() - 1) } else { 0 };
+            self.plan = steps.map(|s| (s, first));
+        }
+        let Some(snap) = self.plan.as_ref().map(|(s, i)| s[*i].clone()) else {
             return true; // no policy yet: the listeners stay fail-closed
         };
         let wanted: BTreeSet<String> = if self.ecds.subscribed.is_empty() {
@@ -175,15 +195,27 @@ impl AdsConn {
         };
         let mut names = BTreeSet::new();
         let mut resources = Vec::new();
+        let mut unserved = Vec::new();
         for name in &wanted {
             match snap.resources.get(name) {
                 Some(r) => {
                     names.insert(name.clone());
                     resources.push(Any { type_url: ecds_type_url(), value: r.encode_to_vec() });
                 }
-                None => tracing::warn!(stream = self.id, node = %self.node, resource = %name,
-                    version = %snap.version, "ECDS: Envoy asks for a resource the policy set does not have"),
+                None => unserved.push(name.clone()),
             }
+        }
+        if !unserved.is_empty() && force {
+            tracing::warn!(stream = self.id, node = %self.node, resources = ?unserved, version = %snap.version,
+                "ECDS: Envoy's bootstrap has filters for ports the agent does not serve (no --port): they stay closed");
+            self.xds.update(|st| {
+                for n in &unserved {
+                    st.resources.insert(
+                        n.clone(),
+                        ResourceStatus { version: String::new(), state: "unserved", error: UNSERVED.to_string() },
+                    );
+                }
+            });
         }
         if resources.is_empty() {
             return true;
@@ -223,6 +255,14 @@ impl AdsConn {
             }
             let Some((version, names)) = self.ecds.last_sent.clone() else { return true };
             Metrics::inc(&self.xds.metrics.policy_nacks);
+            // A rejected step: go straight to the set itself (its own answer is what counts).
+            let mut jumped = false;
+            if let Some((steps, i)) = self.plan.as_mut() {
+                if *i + 1 < steps.len() {
+                    *i = steps.len() - 1;
+                    jumped = true;
+                }
+            }
             tracing::warn!(
                 stream = self.id, node = %self.node, nonce = %req.response_nonce, version = %version,
                 running = %req.version_info, code = err.code, "ECDS: Envoy rejected the policy filters (NACK): {}", err.message
@@ -238,6 +278,9 @@ impl AdsConn {
                     );
                 }
             });
+            if jumped {
+                return self.push(true).await;
+            }
             return true;
         }
         if !req.response_nonce.is_empty() && req.response_nonce != self.ecds.last_nonce {
@@ -263,6 +306,17 @@ impl AdsConn {
                         st.version_acked = version.clone();
                     }
                 });
+                // A staged change: the next step once Envoy took this one.
+                let next = match self.plan.as_mut() {
+                    Some((steps, i)) if steps[*i].version == version && *i + 1 < steps.len() => {
+                        *i += 1;
+                        true
+                    }
+                    _ => false,
+                };
+                if next {
+                    return self.push(true).await;
+                }
             }
             return true;
         }
@@ -332,6 +386,7 @@ impl AggregatedDiscoveryService for AdsService {
             xds: self.xds.clone(),
             ecds_rx: self.xds.ecds.subscribe(),
             ecds: EcdsStream::default(),
+            plan: None,
         };
         tracing::info!(stream = id, "ADS: stream opened");
         tokio::spawn(serve_stream(request.into_inner(), self.sds.clone(), conn));
@@ -381,6 +436,7 @@ mod tests {
             xds: xds.clone(),
             ecds_rx: xds.ecds.subscribe(),
             ecds: EcdsStream::default(),
+            plan: None,
         };
         let names = ["meshca.80.rbac_allow", "meshca.80.rbac_deny"];
         // Before the first policy nothing is answered: Envoy keeps its fail-closed defaults.

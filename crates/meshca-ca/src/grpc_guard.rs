@@ -411,9 +411,9 @@ impl Guard {
 fn oversize_as_resource_exhausted(mut resp: Resp) -> Resp {
     let h = resp.headers();
     let too_large = h.get("grpc-status").is_some_and(|v| v == "11")
-        && h.get("grpc-message").and_then(|v| v.to_str().ok()).is_some_and(|m| {
-            m.contains("message length too large") || m.contains("message%20length%20too%20large")
-        });
+        && h.get("grpc-message")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|m| m.contains("message length too large") || m.contains("message%20length%20too%20large"));
     if too_large {
         resp.headers_mut().insert("grpc-status", http::HeaderValue::from_static("8"));
     }

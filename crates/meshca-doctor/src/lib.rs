@@ -17,6 +17,7 @@ pub mod certs;
 pub mod check;
 pub mod envoy;
 pub mod fetch;
+pub mod ha;
 pub mod jwt;
 pub mod mtls;
 pub mod output;
@@ -179,6 +180,7 @@ pub fn builtin_categories() -> Vec<CategoryDef> {
         CategoryDef { name: "mtls", run: |c| Box::pin(async move { mtls::run(&c).await }) },
         CategoryDef { name: "jwt", run: |c| Box::pin(async move { jwt::run(&c).await }) },
         CategoryDef { name: "policy", run: |c| Box::pin(async move { policy::run(&c) }) },
+        CategoryDef { name: "ha", run: |c| Box::pin(async move { ha::run(&c).await }) },
     ]
 }
 

@@ -12,7 +12,7 @@ mod status;
 pub(crate) mod yaml_out;
 
 use clap::{Args, Subcommand};
-pub use serve_args::ServePolicyArgs;
+pub use serve_args::{ServePolicyArgs, KEYS as POLICY_KEYS};
 
 #[derive(Args)]
 pub struct PolicyArgs {

@@ -58,6 +58,9 @@ pub struct ServeArgs {
     /// Key type of the generated self-signed root [default: ec-p256; Istio's is rsa-2048]
     #[arg(long, env = "MESHCA_SELF_SIGNED_KEY")]
     pub self_signed_key: Option<KeyKind>,
+    /// Lifetime of a new self-signed root; with --store it is re-signed at 80% of it [default: 3650d]
+    #[arg(long, env = "MESHCA_SELF_SIGNED_TTL", value_parser = duration)]
+    pub self_signed_ttl: Option<Duration>,
     /// Log format: text or json [default: text]
     #[arg(long, env = "MESHCA_LOG_FORMAT")]
     pub log_format: Option<String>,
@@ -102,6 +105,7 @@ struct FileConfig {
     token_audience: Option<String>,
     trusted_node_accounts: Option<Vec<String>>,
     self_signed_key: Option<KeyKind>,
+    self_signed_ttl: Option<String>,
     log_format: Option<String>,
     allow_root_replace: Option<bool>,
     reload_poll_interval: Option<String>,
@@ -115,6 +119,9 @@ struct FileConfig {
     /// The store keys (`crate::store_args::KEYS`), split off likewise.
     #[serde(skip)]
     store: crate::store_args::StoreArgs,
+    /// The policy keys (`crate::policy::POLICY_KEYS`), split off likewise.
+    #[serde(skip)]
+    policy: crate::policy::ServePolicyArgs,
 }
 
 impl ServeArgs {
@@ -137,6 +144,8 @@ impl ServeArgs {
                 let limits: toml::Table = crate::limits::KEYS.iter().filter_map(|k| table.remove_entry(*k)).collect();
                 let store: toml::Table =
                     crate::store_args::KEYS.iter().filter_map(|k| table.remove_entry(*k)).collect();
+                let policy: toml::Table =
+                    crate::policy::POLICY_KEYS.iter().filter_map(|k| table.remove_entry(*k)).collect();
                 let mut file: FileConfig =
                     toml::Value::Table(table).try_into().with_context(|| format!("config file {}", p.display()))?;
                 file.vault =
@@ -145,6 +154,8 @@ impl ServeArgs {
                     toml::Value::Table(limits).try_into().with_context(|| format!("config file {}", p.display()))?;
                 file.store =
                     toml::Value::Table(store).try_into().with_context(|| format!("config file {}", p.display()))?;
+                file.policy =
+                    toml::Value::Table(policy).try_into().with_context(|| format!("config file {}", p.display()))?;
                 Ok(file)
             }
         }
@@ -180,6 +191,10 @@ impl ServeArgs {
             token_audience: self.token_audience.or(file.token_audience).unwrap_or(d.token_audience),
             trusted_node_accounts: trusted,
             self_signed_key: self.self_signed_key.or(file.self_signed_key).unwrap_or(d.self_signed_key),
+            self_signed_ttl: self
+                .self_signed_ttl
+                .or(file_dur(file.self_signed_ttl, "self_signed_ttl")?)
+                .unwrap_or(d.self_signed_ttl),
             allow_root_replace: self.allow_root_replace.or(file.allow_root_replace).unwrap_or(d.allow_root_replace),
             reload_poll_interval: self
                 .reload_poll_interval
@@ -222,7 +237,7 @@ pub fn parse_jwt_issuers(issuers: &[String]) -> anyhow::Result<Vec<(String, Stri
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let store = args.store.clone().merge(args.file()?.store);
-    let policy = args.policy.clone();
+    let policy = args.policy.clone().merge(args.file()?.policy);
     let mut cfg = args.resolve()?;
     cfg.policy = policy.config(&cfg)?;
     cfg.store = store.config(&cfg.trust_domain, cfg.grpc_addr)?;

@@ -6,7 +6,7 @@
 mod store_support;
 
 use meshca_testkit::{Server, ServerOptions};
-use store_support::{base64_32, bin, etcd, key_file, replica};
+use store_support::{base64_32, bin, etcd, key_file, replica, signer_sha, store_status, three_replicas, wait_for};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_started_at_once_serve_one_shared_root() {
@@ -114,4 +114,42 @@ fn store_options_are_read_from_the_config_file() {
     assert!(err.contains("absent.key"), "store_key_file is read from the file: {err}");
     let err = start("store_bogus = 1\n");
     assert!(err.contains("store_bogus"), "an unknown store key is refused: {err}");
+}
+
+/// A root is re-signed at 80% of its life (here 20 s) by exactly one
+/// replica, from the same key, and every replica then signs with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_root_is_renewed_at_80_percent_by_one_replica() {
+    let cluster = etcd::EtcdCluster::start(3).await;
+    let work = tempfile::tempdir().unwrap();
+    let key = key_file(work.path(), "store.key", 9);
+    let td = "renew.example";
+    let extra = ["--self-signed-ttl", "20s", "--root-propagation-delay", "1s"];
+    let rs = three_replicas(work.path(), &cluster.store_url(), &key, td, &extra, None);
+    let started = std::time::Instant::now();
+    let first = signer_sha(&rs[0]);
+    let stored = || {
+        let raw = cluster.etcdctl(&["get", "--print-value-only", &format!("/meshca/{td}/ca/root")]);
+        serde_json::from_slice::<serde_json::Value>(&raw).unwrap()["cert_pem"].as_str().unwrap().to_string()
+    };
+    let before = stored();
+    let renewed = wait_for("the root renewed in the store", std::time::Duration::from_secs(30), || {
+        let now = stored();
+        (now != before).then_some(now)
+    });
+    let after = started.elapsed();
+    let counts: Vec<u64> = rs.iter().map(|r| store_status(r)["renewal"]["count"].as_u64().unwrap()).collect();
+    assert_eq!(counts.iter().sum::<u64>(), 1, "exactly one replica renewed: {counts:?}");
+    let spki = |pem: &str| {
+        let der = meshca_pki::pem::parse_certs(pem.as_bytes()).unwrap().remove(0);
+        let (_, c) = x509_parser::parse_x509_certificate(&der).unwrap();
+        (c.public_key().raw.to_vec(), c.subject().as_raw().to_vec())
+    };
+    assert_eq!(spki(&renewed), spki(&before), "same key and subject");
+    let new = wait_for("every replica signing with the renewed root", std::time::Duration::from_secs(10), || {
+        let s: Vec<String> = rs.iter().map(signer_sha).collect();
+        (s[0] != first && s.iter().all(|x| x == &s[0])).then(|| s[0].clone())
+    });
+    assert!(!new.is_empty());
+    eprintln!("STORE_RENEWAL ttl_s=20 renewed_after_ms={} renewals_by_replica={counts:?}", after.as_millis());
 }

@@ -177,6 +177,9 @@ async fn agents_and_csr_clients_ride_out_etcd_and_replica_failures() {
     // one to a replica that merely lost its store.
     let elsewhere: u64 = report.failed_by.iter().filter(|(a, _)| **a != rs[0].grpc).map(|(_, n)| n).sum();
     assert_eq!(elsewhere, 0, "CSR failures at replicas that stayed up: {report:?}");
+    // app1 moved off the killed replica to the next address.
+    let log = agents[0].proc.logs();
+    assert!(log.contains(&format!("ca={}", rs[1].grpc)), "app1 never failed over to r1:\n{log}");
     // The replica that came back serves the shared root and is registered again.
     assert_eq!(rs[0].root_pem(), rs[1].root_pem());
 }

@@ -7,6 +7,7 @@
 //! and a replica left on the old set is flagged by the others within 5 s.
 
 mod agent_support;
+mod doctor_support;
 mod store_support;
 
 use std::time::{Duration, Instant};
@@ -63,6 +64,9 @@ async fn majority_lost_signing_continues_and_a_requested_renewal_waits() {
         let st = store_status(&rs[0]);
         (st["renewal"]["requested"] == true && st["renewal"]["waiting_for"].is_string()).then_some(())
     });
+    let doctor = doctor_support::doctor(&["--ca-http-addr", &rs[0].http.to_string()]);
+    doctor.expect("ha.store-healthy", "error", &["etcd", "majority"]);
+    doctor.expect("ha.root-renewal", "warning", &["waiting", "store"]);
     let remaining = Duration::from_secs(30).saturating_sub(lost_at.elapsed());
     std::thread::sleep(remaining);
     assert_eq!(signer_sha(&rs[0]), signer0, "no renewal without the store");
@@ -105,7 +109,8 @@ async fn majority_lost_signing_continues_and_a_requested_renewal_waits() {
     assert_ne!(rec["cert_pem"].as_str().unwrap().trim(), root0.trim());
     let report = load.stop();
     eprintln!(
-        "STORE_PARTITION outage_s=30 detected_ms={} csr_ok={} csr_failed={} longest_gap_ms={} store_recovered_ms={} renewed_after_return_ms={}",
+        "STORE_PARTITION outage_s=30 detected_ms={} csr_ok={} csr_failed={} longest_gap_ms={} store_recovered_ms={} \
+         renewed_after_return_ms={}",
         detected.as_millis(),
         report.ok,
         report.failed,
@@ -163,6 +168,8 @@ async fn a_replica_left_on_the_old_plug_in_set_is_flagged() {
     let r2 = st["replicas"].as_array().unwrap().iter().find(|r| r["id"] == "r2").unwrap().clone();
     assert_eq!(r2["same_as_me"], false, "{st}");
     assert_eq!(r2["material_mismatch"], true, "{st}");
+    let http = rs[0].http.to_string();
+    doctor_support::doctor(&["--ca-http-addr", &http]).expect("ha.replicas-agree", "error", &["r2", "cacerts"]);
     assert!(flagged < Duration::from_secs(5) + Duration::from_secs(4), "flagged after {flagged:?}");
 
     // r2 catches up: everyone converges and the flag clears.
@@ -173,5 +180,6 @@ async fn a_replica_left_on_the_old_plug_in_set_is_flagged() {
         (all && st["material_mismatch"] == serde_json::json!([])).then_some(())
     });
     assert_eq!(metric(&rs[0], "meshca_store_material_mismatch"), 0.0);
+    doctor_support::doctor(&["--ca-http-addr", &http]).expect("ha.replicas-agree", "ok", &[]);
     eprintln!("STORE_MISMATCH flagged_after_ms={}", flagged.as_millis());
 }

@@ -27,10 +27,13 @@ fn validity(pem: &str) -> Result<(SystemTime, SystemTime), String> {
     Ok((at(i.not_before_unix), at(i.not_after_unix)))
 }
 
-/// When `pem` is due for renewal: after `fraction` of its life.
+/// When `pem` is due for renewal: after `fraction` of its life, counted from
+/// its issuance (NotBefore is backdated by the clock-skew allowance).
 fn due_at(pem: &str, fraction: f64) -> Result<SystemTime, String> {
     let (nb, na) = validity(pem)?;
-    Ok(nb + na.duration_since(nb).unwrap_or_default().mul_f64(fraction.clamp(0.0, 1.0)))
+    let life = na.duration_since(nb).unwrap_or_default();
+    let start = if life > CLOCK_SKEW_BACKDATE { nb + CLOCK_SKEW_BACKDATE } else { nb };
+    Ok(start + na.duration_since(start).unwrap_or_default().mul_f64(fraction.clamp(0.0, 1.0)))
 }
 
 /// The root re-signed from its own key: same subject, same lifetime, from now.
@@ -84,7 +87,12 @@ async fn attempt(sh: &Shared, requested: bool) -> Result<SystemTime, String> {
         match renew_root(&sh.store, &sh.key, id, root.revision, &renewed).await.map_err(|e| e.to_string())? {
             Swap::Swapped { mod_revision } => {
                 let fp = meshca_store::ca::fingerprint(&renewed.cert_pem).unwrap_or_default();
-                tracing::info!(revision = mod_revision, root_sha256 = %fp, requested, "renewed the shared root (same key re-signed)");
+                tracing::info!(
+                    revision = mod_revision,
+                    root_sha256 = %fp,
+                    requested,
+                    "renewed the shared root (same key re-signed)"
+                );
                 sh.status.renewed(now);
                 Ok(next)
             }

@@ -182,7 +182,7 @@ impl StoreStatus {
              # TYPE meshca_store_healthy gauge\nmeshca_store_healthy {}\n\
              # HELP meshca_store_replicas Replicas registered in the shared store.\n\
              # TYPE meshca_store_replicas gauge\nmeshca_store_replicas {}\n\
-             # HELP meshca_store_material_mismatch Replicas signing with material that differs from the others' for longer than the grace period.\n\
+             # HELP meshca_store_material_mismatch Replicas whose material differs from the others' past the grace.\n\
              # TYPE meshca_store_material_mismatch gauge\nmeshca_store_material_mismatch {mismatched}\n\
              # HELP meshca_store_root_renewals_total Shared root renewals written by this replica.\n\
              # TYPE meshca_store_root_renewals_total counter\nmeshca_store_root_renewals_total {}",
