@@ -39,7 +39,9 @@ pub use meshca::v1::ca_events_server::{CaEvents, CaEventsServer};
 pub use meshca::v1::policy_delivery_client::PolicyDeliveryClient;
 pub use meshca::v1::policy_delivery_server::{PolicyDelivery, PolicyDeliveryServer};
 pub use meshca::v1::{AgentReport, CaEvent};
-pub use meshca::v1::{PolicyObject, PolicyReport, PolicyUpdate, RefreshJwksRequest, RefreshJwksResponse, ResourceState};
+pub use meshca::v1::{
+    PolicyObject, PolicyReport, PolicyUpdate, RefreshJwksRequest, RefreshJwksResponse, ResourceState,
+};
 
 /// Full gRPC path of the `Watch` method of meshca's policy delivery stream.
 pub const POLICY_WATCH_PATH: &str = "/meshca.v1.PolicyDelivery/Watch";
