@@ -21,19 +21,32 @@ pub fn load_or_create_key(data_dir: &Path) -> anyhow::Result<SigningKey> {
     if path.exists() {
         let text =
             zeroize::Zeroizing::new(std::fs::read(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?);
-        use rustls_pki_types::pem::PemObject;
-        let der = rustls_pki_types::PrivatePkcs8KeyDer::from_pem_slice(&text)
-            .map_err(|e| anyhow::anyhow!("{}: not a PKCS#8 PEM key: {e}", path.display()))?;
-        return SigningKey::from_pkcs8_der(der.secret_pkcs8_der())
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()));
+        return parse_key(&text, &path.display().to_string());
     }
     let key = SigningKey::generate_es256()?;
-    let dir = path.parent().unwrap_or(data_dir);
-    fsutil::ensure_private_dir(data_dir)?;
-    fsutil::ensure_private_dir(dir)?;
-    let pem = zeroize::Zeroizing::new(meshca_pki::pem::encode("PRIVATE KEY", &key.to_pkcs8_der()));
-    fsutil::write_secret(&path, pem.as_bytes())?;
+    write_key_file(data_dir, &key_to_pem(&key))?;
     Ok(key)
+}
+
+/// Parse a PKCS#8 PEM token signing key; `origin` names it in errors.
+pub fn parse_key(pem: &[u8], origin: &str) -> anyhow::Result<SigningKey> {
+    use rustls_pki_types::pem::PemObject;
+    let der = rustls_pki_types::PrivatePkcs8KeyDer::from_pem_slice(pem)
+        .map_err(|e| anyhow::anyhow!("{origin}: not a PKCS#8 PEM key: {e}"))?;
+    SigningKey::from_pkcs8_der(der.secret_pkcs8_der()).map_err(|e| anyhow::anyhow!("{origin}: {e}"))
+}
+
+/// The PKCS#8 PEM form of `key`, as kept in `token-key.pem`.
+pub fn key_to_pem(key: &SigningKey) -> zeroize::Zeroizing<String> {
+    zeroize::Zeroizing::new(meshca_pki::pem::encode("PRIVATE KEY", &key.to_pkcs8_der()))
+}
+
+/// Write `pem` as the data directory's token key (atomically, mode 0600).
+pub fn write_key_file(data_dir: &Path, pem: &str) -> anyhow::Result<()> {
+    let path = key_path(data_dir);
+    fsutil::ensure_private_dir(data_dir)?;
+    fsutil::ensure_private_dir(path.parent().unwrap_or(data_dir))?;
+    fsutil::write_secret(&path, pem.as_bytes()).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 /// A token for `system:serviceaccount:<ns>:<sa>` valid for `ttl`.

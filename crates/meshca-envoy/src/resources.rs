@@ -105,8 +105,12 @@ pub fn policy_resources(inputs: &PolicyInputs<'_>) -> Result<Vec<Resource>, Enco
         let mtls = effective_mtls(inputs.set, inputs.workload, inputs.mesh, port.port);
         for slot in port_slots(port) {
             let json = match slot.kind {
-                SlotKind::PeerTls if mtls == MtlsMode::Disable => slot.deny_all_named("meshca-mtls-disabled"),
-                SlotKind::PeerPlaintext if mtls == MtlsMode::Strict => slot.deny_all_named("meshca-mtls-strict"),
+                SlotKind::PeerTls if mtls == MtlsMode::Disable => {
+                    slot.deny_all_named(meshca_policy::eval::MTLS_DISABLED_POLICY)
+                }
+                SlotKind::PeerPlaintext if mtls == MtlsMode::Strict => {
+                    slot.deny_all_named(meshca_policy::eval::MTLS_STRICT_POLICY)
+                }
                 SlotKind::PeerTls | SlotKind::PeerPlaintext => slot.pass_through(),
                 kind => by_slot.remove(&kind).unwrap_or_else(|| slot.pass_through()),
             };

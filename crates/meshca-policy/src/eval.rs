@@ -8,6 +8,7 @@
 
 mod describe;
 mod jwt;
+mod mtls;
 mod rbac;
 mod request;
 
@@ -16,6 +17,7 @@ use serde_json::Value;
 
 pub use describe::Condition;
 pub use jwt::{JwksByIssuer, JwtOutcome};
+pub use mtls::{effective_mtls, effective_mtls_source, refusal, EffectiveMtls, MtlsSource};
 pub use request::{Decision, Destination, Remote, Request, Source};
 
 use rbac::{field, str_field, Ctx};
@@ -69,6 +71,8 @@ impl Chain {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Stage {
+    /// PeerAuthentication refused the connection (plaintext under STRICT, mTLS under DISABLE).
+    Peer,
     /// jwt_authn rejected the token.
     Jwt,
     /// A CUSTOM rule matched: the external authorizer is asked.
@@ -278,6 +282,30 @@ fn nearest_miss(ctx: &Ctx<'_>, name: &str, p: &Value) -> Miss {
 
 fn policy_by_name<'a>(rules: &'a Value, name: &str) -> Option<&'a Value> {
     field(rules, "policies").and_then(|p| p.get(name))
+}
+
+/// Envoy's RBAC policy name that closes plaintext connections under STRICT (`peer_plaintext` slot).
+pub const MTLS_STRICT_POLICY: &str = "meshca-mtls-strict";
+/// Envoy's RBAC policy name that closes mTLS connections under DISABLE (`peer_tls` slot).
+pub const MTLS_DISABLED_POLICY: &str = "meshca-mtls-disabled";
+
+/// The PeerAuthentication gate in front of the filters: a request without a peer identity
+/// (plaintext) under STRICT, or with one (mTLS) under DISABLE, never reaches them: the connection
+/// is closed, so there is no status code. `None` when `mtls` lets the request through.
+#[must_use]
+pub fn peer_gate(mtls: &EffectiveMtls, req: &Request) -> Option<Verdict> {
+    let tls = req.source.as_ref().is_some_and(|s| s.principal.is_some());
+    let summary = refusal(mtls, tls)?;
+    let policy = if tls { MTLS_DISABLED_POLICY } else { MTLS_STRICT_POLICY };
+    Some(Verdict {
+        name: req.name.clone(),
+        decision: Decision::Deny,
+        status: None,
+        policy: Some(policy.to_string()),
+        stage: Stage::Peer,
+        expect: req.expect,
+        explanation: Explanation { summary, ..Explanation::default() },
+    })
 }
 
 /// Evaluate `req` on `chain`. Errors name the request field that is invalid.

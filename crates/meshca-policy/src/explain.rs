@@ -7,6 +7,7 @@ use crate::eval::{Condition, Decision, Stage, Verdict};
 
 fn stage_name(s: Stage) -> &'static str {
     match s {
+        Stage::Peer => "peer",
         Stage::Jwt => "jwt",
         Stage::Custom => "custom",
         Stage::Deny => "deny",
@@ -26,7 +27,11 @@ fn cond(c: &Condition) -> String {
 pub fn render(index: usize, v: &Verdict) -> String {
     let mut out = String::new();
     let name = v.name.as_deref().map(|n| format!(" {n}")).unwrap_or_default();
-    let status = v.status.map(|s| format!(" {s}")).unwrap_or_else(|| " (tcp)".to_string());
+    let status = match (v.status, v.stage) {
+        (Some(s), _) => format!(" {s}"),
+        (None, Stage::Peer) => " (connection closed)".to_string(),
+        (None, _) => " (tcp)".to_string(),
+    };
     let decision = match v.decision {
         Decision::Allow => "ALLOW",
         Decision::Deny => "DENY",

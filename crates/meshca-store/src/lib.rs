@@ -3,7 +3,8 @@
 //! registry entries and a simple leader election, implemented on local files
 //! ([`LocalStore`], one replica) and on etcd v3 ([`EtcdStore`]). Secret values
 //! are sealed with AES-256-GCM ([`StoreKey`]); [`ca`] holds the CA's typed
-//! records (the shared self-signed root, the replica registry).
+//! records (the shared self-signed root, the replica registry); [`issuer`]
+//! the local token issuer's key.
 #![forbid(unsafe_code)]
 
 pub mod ca;
@@ -11,6 +12,7 @@ pub mod error;
 pub mod etcd;
 mod etcd_lease;
 pub mod handles;
+pub mod issuer;
 pub mod local;
 pub mod seal;
 pub mod spec;

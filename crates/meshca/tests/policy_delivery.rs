@@ -346,13 +346,18 @@ fn twenty_policy_changes_under_traffic_agree_with_policy_check() {
         }
         let paths = [new_path.clone(), format!("/v{}/x", i - 1), deny_path.clone(), "/other".to_string()];
         let mut reqs = Vec::new();
-        for who in [WEB, INTRUDER, OPS] {
+        // `None`: plaintext, closed at the connection under STRICT (status 0 here, `null` in check).
+        for who in [Some(WEB), Some(INTRUDER), Some(OPS), None] {
             for path in &paths {
                 for method in ["GET", "POST"] {
-                    reqs.push(serde_json::json!({
-                        "name": format!("{who} {method} {path}"), "method": method, "path": path,
-                        "host": "api.backend", "source": { "principal": who }
-                    }));
+                    let mut req = serde_json::json!({
+                        "name": format!("{} {method} {path}", who.unwrap_or("plaintext")), "method": method,
+                        "path": path, "host": "api.backend"
+                    });
+                    if let Some(p) = who {
+                        req["source"] = serde_json::json!({ "principal": p });
+                    }
+                    reqs.push(req);
                 }
             }
         }
@@ -384,7 +389,7 @@ fn twenty_policy_changes_under_traffic_agree_with_policy_check() {
     // (old ∪ new DENY first) so no intermediate state lets through what both versions refuse.
     assert!(half_applied.is_empty(), "requests decided by a half-applied set:\n{}", half_applied.join("\n"));
     assert!(disagreements.is_empty(), "Envoy and meshca policy check disagree:\n{}", disagreements.join("\n"));
-    assert_eq!(compared, 20 * 24);
+    assert_eq!(compared, 20 * 32);
     assert!(w.agent.proc.logs().contains("~deny-union-2"), "DENY changes went through the staged union");
     assert_eq!(w.agent_status()["policy"]["nacks"], 0);
 }

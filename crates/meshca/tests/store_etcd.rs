@@ -1,12 +1,17 @@
 //! `meshca serve --store etcd://...` against a real 3-member etcd cluster:
 //! replicas started at the same instant on an empty store (20 times) all
-//! serve the one root that won the create-if-absent, each registers itself, the key is
-//! sealed in etcd, and a replica with another --store-key-file refuses to start.
+//! serve the one root that won the create-if-absent and share one local token
+//! issuer key (a token from any replica works on the others), each registers
+//! itself, the keys are sealed in etcd, and a replica with another
+//! --store-key-file refuses to start.
 
 mod store_support;
 
 use meshca_testkit::{Server, ServerOptions};
-use store_support::{base64_32, bin, etcd, key_file, replica, signer_sha, store_status, three_replicas, wait_for};
+use store_support::{
+    assert_token_key_sealed, assert_tokens_accepted_everywhere, base64_32, bin, etcd, key_file, replica, signer_sha,
+    store_status, three_replicas, wait_for,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_started_at_once_serve_one_shared_root() {
@@ -46,6 +51,11 @@ async fn replicas_started_at_once_serve_one_shared_root() {
             let log = s.logs();
             assert!(!log.contains("PRIVATE KEY") && !log.contains(&base64_32(7)), "key material in a log:\n{log}");
         }
+        // One local token issuer key too, sealed in etcd, the same in every data directory.
+        let stored = servers.iter().filter(|s| s.logs().contains("stored a new local token issuer key")).count();
+        assert_eq!(stored, 1, "round {round}: exactly one replica stored the token issuer key");
+        assert_token_key_sealed(&cluster, &td, &servers);
+        assert_tokens_accepted_everywhere(&servers, &td).await;
         // Every replica registered itself.
         let keys = cluster.etcdctl(&["get", "--prefix", "--keys-only", &format!("/meshca/{td}/replicas/")]);
         let keys = String::from_utf8_lossy(&keys);

@@ -1,6 +1,6 @@
 //! Several CA replicas sharing one store (`--store etcd://...`): the shared
-//! self-signed root (its key sealed with `--store-key-file`), adopted or
-//! created before the server starts; a registry entry per replica carrying
+//! self-signed root (its key sealed with `--store-key-file`) and the local
+//! token issuer's key (`token_key`), adopted or created before the server starts; a registry entry per replica carrying
 //! the fingerprints of the material it signs with; a watch that installs a
 //! renewed root through the staged activation path (`swap::Swapper`); the
 //! root renewal at 80% of its life by one elected replica; and the store's
@@ -14,6 +14,7 @@ mod install;
 mod monitor;
 mod renew;
 pub mod status;
+mod token_key;
 
 pub use status::StoreStatus;
 
@@ -145,6 +146,7 @@ impl Replica {
                 Err(e) => return Err(e).context("shared self-signed root"),
             }
         }
+        token_key::prepare(&store, &key, &sc.replica_id, &cfg.data_dir, &status).await?;
         Ok(Self { store, key: Arc::new(key), cfg: sc.clone(), root_revision, self_signed, status })
     }
 

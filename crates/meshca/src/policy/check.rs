@@ -8,7 +8,7 @@ use clap::Args;
 use meshca_policy::eval::{self, Chain, Decision, EvalOptions, JwksByIssuer, Request};
 use serde_json::Value;
 
-use super::common::{read_text, WorkloadArgs};
+use super::common::{load_set, read_text, WorkloadArgs};
 
 #[derive(Args, Debug)]
 pub struct CheckArgs {
@@ -175,9 +175,22 @@ pub fn run(args: CheckArgs) -> anyhow::Result<()> {
         Some(p) => read_requests(p)?,
         None => vec![args.flag_request()?],
     };
+    // PeerAuthentication closes the connection before any filter runs (not known with --filters).
+    let peer = match &args.filters {
+        Some(_) => None,
+        None => Some((load_set(&args.policies)?, args.workload.workload()?, args.workload.mesh()?)),
+    };
     let mut verdicts = Vec::with_capacity(requests.len());
     for (i, r) in requests.iter().enumerate() {
         let label = r.name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default();
+        let port = r.destination.as_ref().and_then(|d| d.port).or(opts.port).unwrap_or(0);
+        let gate = peer
+            .as_ref()
+            .and_then(|(set, w, mesh)| eval::peer_gate(&eval::effective_mtls_source(set, w, mesh, port), r));
+        if let Some(v) = gate {
+            verdicts.push(v);
+            continue;
+        }
         let mut v = eval::evaluate(&chain, r, &opts).map_err(|e| anyhow::anyhow!("request #{}{label}: {e}", i + 1))?;
         if matches!(v.stage, eval::Stage::NoAllowMatch | eval::Stage::Deny) {
             v.explanation.notes.clone_from(&notes);

@@ -84,8 +84,8 @@ pub fn signal(pid: u32, sig: &str) {
 }
 
 /// Start three replicas `r0..r2` under `work` on `url` (plug-in CA
-/// directories `ca_dirs`, else self-signed); r1 and r2 trust r0's local
-/// token issuer, so one token works on all three.
+/// directories `ca_dirs`, else self-signed); they share the local token
+/// issuer's key through the store, so one token works on all three.
 pub fn three_replicas(
     work: &Path,
     url: &str,
@@ -101,15 +101,44 @@ pub fn three_replicas(
         ..Default::default()
     };
     let r0 = replica_with(&work.join("r0"), url, key, td, "r0", opts(dir_of(0))).expect("r0 starts");
-    let token_key = r0.data_dir.join("token").join("token-key.pem");
     let mut out = vec![r0];
     for i in 1..3 {
         let dir = work.join(format!("r{i}"));
-        std::fs::create_dir_all(dir.join("data").join("token")).unwrap();
-        std::fs::copy(&token_key, dir.join("data").join("token").join("token-key.pem")).unwrap();
         out.push(replica_with(&dir, url, key, td, &format!("r{i}"), opts(dir_of(i))).expect("replica starts"));
     }
     out
+}
+
+/// A token minted by each replica's local issuer (`meshca token create`
+/// against its data directory) gets a certificate from every other replica.
+pub async fn assert_tokens_accepted_everywhere(servers: &[Server], td: &str) {
+    use meshca_testkit::{connect, make_csr, request, KeyType};
+    let (csr, _key) = make_csr(KeyType::EcP256, Some(&format!("spiffe://{td}/ns/shop/sa/cart")));
+    for (i, minter) in servers.iter().enumerate() {
+        let token = minter.token("shop", "cart");
+        for (j, verifier) in servers.iter().enumerate().filter(|(j, _)| *j != i) {
+            let mut client = connect(verifier.grpc, &verifier.root_pem(), None).await.expect("connect");
+            let resp = client.create_certificate(request(&csr, 600, Some(&token), None)).await;
+            let chain = resp.unwrap_or_else(|e| panic!("a token of replica {i} is refused by replica {j}: {e}"));
+            assert!(!chain.into_inner().cert_chain.is_empty(), "replica {j} returned no chain");
+        }
+    }
+}
+
+/// The raw etcd value of the token issuer key under trust domain `td`: sealed, not the PEM.
+pub fn assert_token_key_sealed(cluster: &etcd::EtcdCluster, td: &str, servers: &[Server]) {
+    let raw = cluster.etcdctl(&["get", "--print-value-only", &format!("/meshca/{td}/token/issuer-key")]);
+    let raw = String::from_utf8_lossy(&raw);
+    assert!(raw.contains("meshca-sealed-v1"), "the token key record is not sealed: {raw}");
+    assert!(!raw.contains("PRIVATE KEY"), "the token key is in clear in etcd");
+    for s in servers {
+        let pem = std::fs::read_to_string(s.data_dir.join("token").join("token-key.pem")).expect("token key file");
+        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        assert!(!body.is_empty() && !raw.contains(&body), "the token key's PEM body is readable in etcd");
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(s.data_dir.join("token").join("token-key.pem")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "token-key.pem mode");
+    }
 }
 
 /// A Prometheus sample (first line starting with `name`), NaN when absent.
