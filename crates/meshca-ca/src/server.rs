@@ -157,6 +157,7 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()> + Send + '
     };
     crate::swap::spawn_activation(swapper.clone());
     let store_status = replica.as_ref().map(|r| r.status());
+    let policy_store = replica.as_ref().map(|r| r.policy_store());
     if let Some(r) = replica {
         r.start(crate::ha::Runtime {
             active: active.clone(),
@@ -228,7 +229,10 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()> + Send + '
     };
 
     let policy = match &cfg.policy {
-        Some(p) => Some(crate::policy::Policy::start(p.clone(), cfg.trust_domain.clone(), clock.clone()).await?),
+        Some(p) => {
+            let shared = policy_store.map(|(store, id)| crate::policy::shared::SharedSet::new(store, id));
+            Some(crate::policy::Policy::start(p.clone(), cfg.trust_domain.clone(), clock.clone(), shared).await?)
+        }
         None => None,
     };
     let http_state = Arc::new(HttpState {

@@ -150,6 +150,11 @@ impl Replica {
         Ok(Self { store, key: Arc::new(key), cfg: sc.clone(), root_revision, self_signed, status })
     }
 
+    /// The store and this replica's id, for the shared policy set (`policy::shared`).
+    pub fn policy_store(&self) -> (AnyStore, String) {
+        (self.store.clone(), self.cfg.replica_id.clone())
+    }
+
     /// The status shown under `store` in `/status` and in `/metrics`.
     pub fn status(&self) -> Arc<StoreStatus> {
         self.status.clone()

@@ -10,7 +10,7 @@ use std::path::Path;
 const SHOWN_ERRORS: usize = 20;
 
 /// One object as served to agents.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ServedObject {
     /// `file.yaml:12`, the file relative to the policy directory.
     pub source: String,
@@ -25,7 +25,7 @@ pub struct ServedObject {
 }
 
 /// Where the keys of one jwtRule come from.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct JwksKey {
     /// The key of `PolicyUpdate.jwks`: the jwksUri, or the issuer.
     pub key: String,

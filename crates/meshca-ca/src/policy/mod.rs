@@ -8,6 +8,7 @@
 //! * [`jwks`]: JWKS of RequestAuthentications, fetched by the server;
 //! * [`agents`]: what each connected agent reports;
 //! * [`service`]: the gRPC service; [`status`]: `/status` and metrics.
+//! * [`shared`]: HA mode (`--store`): the set lives in the store, every replica serves it.
 //!
 //! The directory is watched with the plug-in directory's watcher
 //! ([`crate::watch::watch_dir`]): debounced, blind to unrelated files, and
@@ -21,11 +22,13 @@ pub mod files;
 pub mod jwks;
 pub mod load;
 pub mod service;
+pub mod shared;
 pub mod status;
 pub mod store;
 
 use crate::clock::SharedClock;
 use load::JwksKey;
+use meshca_store::Store as _;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -54,6 +57,8 @@ pub struct Policy {
     pub state: Arc<PolicyState>,
     pub fetcher: Arc<jwks::Fetcher>,
     pub opts: PolicyOptions,
+    /// HA mode: the set lives in the store ([`shared`]).
+    pub shared: Option<Arc<shared::SharedSet>>,
     wake: Arc<tokio::sync::Notify>,
 }
 
@@ -65,12 +70,18 @@ pub fn concerns(dir: &Path, path: &Path) -> bool {
 impl Policy {
     /// Load the directory once (a broken set is reported, and nothing is
     /// served until a valid one loads), then watch it and refresh JWKS.
-    pub async fn start(opts: PolicyOptions, trust_domain: String, clock: SharedClock) -> anyhow::Result<Arc<Self>> {
+    pub async fn start(
+        opts: PolicyOptions,
+        trust_domain: String,
+        clock: SharedClock,
+        shared: Option<shared::SharedSet>,
+    ) -> anyhow::Result<Arc<Self>> {
         let state = Arc::new(PolicyState::new(opts.dir.clone(), trust_domain, opts.root_namespace.clone(), clock));
         let policy = Arc::new(Self {
             state,
             fetcher: Arc::new(jwks::Fetcher::new(opts.allow_http)?),
             opts,
+            shared: shared.map(Arc::new),
             wake: Arc::new(tokio::sync::Notify::new()),
         });
         policy.reload().await;
@@ -94,10 +105,35 @@ impl Policy {
                 p.store_jwks(fetched);
             }
         });
+        let Some(sh) = self.shared.clone() else {
+            loop {
+                self.wake.notified().await;
+                self.reload().await;
+            }
+        };
+        // HA mode: also follow the store's record (watch, and a periodic read as a backstop).
+        let mut watch = sh
+            .store
+            .watch("policy/", 0)
+            .await
+            .map_err(|e| tracing::warn!(error = %e, "no watch on the shared policy set; polling it"))
+            .ok();
         loop {
-            self.wake.notified().await;
-            self.reload().await;
+            tokio::select! {
+                _ = self.wake.notified() => self.reload().await,
+                Some(_) = async { match watch.as_mut() { Some(w) => w.next().await, None => std::future::pending().await } } => self.sync_shared(&sh).await,
+                _ = tokio::time::sleep(self.opts.poll_interval.min(Duration::from_secs(1))) => self.sync_shared(&sh).await,
+            }
         }
+    }
+
+    /// Serve the store's set if it changed.
+    async fn sync_shared(&self, sh: &shared::SharedSet) {
+        if let Some(rec) = sh.fetch().await {
+            tracing::info!(version = %rec.version, published_by = %rec.published_by, "taking the shared policy set from the store");
+            self.take(rec.objects).await;
+        }
+        sh.compare_local();
     }
 
     /// Read the directory; take the set if it is valid and new. The files
@@ -124,6 +160,25 @@ impl Policy {
                 return;
             }
         };
+        if let Some(sh) = &self.shared {
+            let mtime = shared::source_mtime_ms(&self.opts.dir);
+            sh.publish(&objects, mtime).await;
+            if !st.load().refused.is_empty() {
+                st.modify(|n| n.refused.clear());
+            }
+            self.sync_shared(sh).await;
+            // The store could not be read before anything was served: serve the local set meanwhile.
+            if !sh.info().from_store && !st.load().loaded {
+                self.take(objects).await;
+            }
+            return;
+        }
+        self.take(objects).await;
+    }
+
+    /// Serve `objects` (from the directory or the store) if they differ from the served set.
+    async fn take(&self, objects: Vec<load::ServedObject>) {
+        let st = &self.state;
         let snap = st.load();
         if snap.loaded && *snap.objects == objects {
             if !snap.refused.is_empty() {

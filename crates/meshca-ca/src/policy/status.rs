@@ -62,6 +62,7 @@ impl Policy {
             "refused_at": snap.refused_at,
             "jwks": jwks,
             "agents": agents,
+            "shared": self.shared.as_ref().map(|s| s.info()),
         })
     }
 
