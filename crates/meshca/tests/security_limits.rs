@@ -114,9 +114,13 @@ async fn metadata_flood(server: &meshca_testkit::Server, roots: &str, token: &st
     (sent, closed.await.unwrap_or(false))
 }
 
-/// A gRPC message announcing 100 MB, with a valid token, pushed as fast as
-/// flow control lets it. Returns the grpc-status (or the stream error) and the bytes sent.
-async fn oversized_message(server: &meshca_testkit::Server, roots: &str, token: &str) -> (String, usize) {
+/// A TLS HTTP/2 connection to the gRPC port with one `CreateCertificate` request opened with
+/// `token`, its body still to send: the response, the body stream and the connection's driver.
+async fn open_create(
+    server: &meshca_testkit::Server,
+    roots: &str,
+    token: &str,
+) -> (h2::client::ResponseFuture, h2::SendStream<Bytes>, tokio::task::JoinHandle<Result<(), h2::Error>>) {
     let tls = tls_connect(server.grpc, roots).await;
     let (h2c, conn) = h2::client::handshake(tls).await.unwrap();
     let driver = tokio::spawn(conn);
@@ -129,7 +133,34 @@ async fn oversized_message(server: &meshca_testkit::Server, roots: &str, token: 
         .header("authorization", format!("Bearer {token}"))
         .body(())
         .unwrap();
-    let (resp, mut stream) = h2c.send_request(req, false).unwrap();
+    let (resp, stream) = h2c.send_request(req, false).unwrap();
+    (resp, stream, driver)
+}
+
+/// The grpc-status of a response (from its headers or its trailers), or what went wrong
+/// instead, waiting at most `wait` for the response and 10 s for the trailers.
+async fn grpc_status(resp: h2::client::ResponseFuture, wait: Duration) -> String {
+    match tokio::time::timeout(wait, resp).await {
+        Ok(Ok(r)) => match r.headers().get("grpc-status") {
+            Some(s) => s.to_str().unwrap_or("?").to_string(),
+            None => {
+                let mut body = r.into_body();
+                while let Some(Ok(_)) = body.data().await {}
+                match tokio::time::timeout(Duration::from_secs(10), body.trailers()).await {
+                    Ok(Ok(Some(t))) => t.get("grpc-status").map_or("none".into(), |v| v.to_str().unwrap().into()),
+                    other => format!("no trailers: {other:?}"),
+                }
+            }
+        },
+        Ok(Err(e)) => format!("stream error: {e}"),
+        Err(_) => format!("no answer in {}s", wait.as_secs()),
+    }
+}
+
+/// A gRPC message announcing 100 MB, with a valid token, pushed as fast as
+/// flow control lets it. Returns the grpc-status (or the stream error) and the bytes sent.
+async fn oversized_message(server: &meshca_testkit::Server, roots: &str, token: &str) -> (String, usize) {
+    let (resp, mut stream, driver) = open_create(server, roots, token).await;
     let pusher = tokio::spawn(async move {
         let mut prefix = vec![0u8];
         prefix.extend_from_slice(&(HUNDRED_MB as u32).to_be_bytes());
@@ -153,24 +184,7 @@ async fn oversized_message(server: &meshca_testkit::Server, roots: &str, token: 
         }
         sent
     });
-    let status = match tokio::time::timeout(Duration::from_secs(30), resp).await {
-        Ok(Ok(r)) => {
-            let head = r.headers().get("grpc-status").map(|v| v.to_str().unwrap_or("?").to_string());
-            match head {
-                Some(s) => s,
-                None => {
-                    let mut body = r.into_body();
-                    while let Some(Ok(_)) = body.data().await {}
-                    match tokio::time::timeout(Duration::from_secs(10), body.trailers()).await {
-                        Ok(Ok(Some(t))) => t.get("grpc-status").map_or("none".into(), |v| v.to_str().unwrap().into()),
-                        other => format!("no trailers: {other:?}"),
-                    }
-                }
-            }
-        }
-        Ok(Err(e)) => format!("stream error: {e}"),
-        Err(_) => "no answer in 30s".into(),
-    };
+    let status = grpc_status(resp, Duration::from_secs(30)).await;
     let sent = tokio::time::timeout(Duration::from_secs(10), pusher).await.map(|r| r.unwrap_or(0)).unwrap_or(0);
     driver.abort();
     (status, sent)
@@ -179,20 +193,8 @@ async fn oversized_message(server: &meshca_testkit::Server, roots: &str, token: 
 /// A body trickled one byte every 200 ms after a valid token: the request
 /// must be cut off by `--grpc-request-timeout`. Returns the grpc-status (or error) and when it came.
 async fn grpc_slow_loris(server: &meshca_testkit::Server, roots: &str, token: &str) -> (String, Duration) {
-    let tls = tls_connect(server.grpc, roots).await;
-    let (h2c, conn) = h2::client::handshake(tls).await.unwrap();
-    let driver = tokio::spawn(conn);
-    let mut h2c = h2c.ready().await.unwrap();
-    let req = http::Request::builder()
-        .method("POST")
-        .uri(format!("https://localhost{CREATE_PATH}"))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .header("authorization", format!("Bearer {token}"))
-        .body(())
-        .unwrap();
     let t0 = Instant::now();
-    let (resp, mut stream) = h2c.send_request(req, false).unwrap();
+    let (resp, mut stream, driver) = open_create(server, roots, token).await;
     let trickle = tokio::spawn(async move {
         let _ = stream.send_data(Bytes::from_static(&[0, 0, 0, 8, 0]), false);
         for _ in 0..400 {
@@ -202,21 +204,7 @@ async fn grpc_slow_loris(server: &meshca_testkit::Server, roots: &str, token: &s
             }
         }
     });
-    let status = match tokio::time::timeout(Duration::from_secs(40), resp).await {
-        Ok(Ok(r)) => match r.headers().get("grpc-status") {
-            Some(s) => s.to_str().unwrap_or("?").to_string(),
-            None => {
-                let mut body = r.into_body();
-                while let Some(Ok(_)) = body.data().await {}
-                match body.trailers().await {
-                    Ok(Some(t)) => t.get("grpc-status").map_or("none".into(), |v| v.to_str().unwrap().into()),
-                    other => format!("no trailers: {other:?}"),
-                }
-            }
-        },
-        Ok(Err(e)) => format!("stream error: {e}"),
-        Err(_) => "no answer in 40s".into(),
-    };
+    let status = grpc_status(resp, Duration::from_secs(40)).await;
     let took = t0.elapsed();
     trickle.abort();
     driver.abort();

