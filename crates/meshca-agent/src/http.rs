@@ -1,9 +1,11 @@
-//! `/healthz` (200 while the workload certificate is valid), `/readyz` and
-//! `/metrics` on the agent's HTTP port.
+//! `/healthz` (200 while the primary workload's certificate is valid),
+//! `/readyz`, `/metrics` and `/status` (every workload's certificate) on the
+//! agent's HTTP port.
 
 use crate::caclient::Identity;
 use crate::manager::{CertManager, CertState, Clock};
 use crate::metrics::Metrics;
+use crate::workloads::WorkloadSet;
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -17,6 +19,8 @@ pub struct HttpState {
     pub log: Option<LogControl>,
     pub manager: CertManager,
     pub identity: Identity,
+    /// Every workload served (for `/status`).
+    pub workloads: Arc<WorkloadSet>,
     pub metrics: Arc<Metrics>,
     pub clock: Arc<dyn Clock>,
     /// Policy delivery, when on.
@@ -49,20 +53,49 @@ async fn health(State(s): State<HttpState>) -> Response {
     }
 }
 
-/// `/status`: the workload certificate and, with policies on, the three hops of policy delivery.
-async fn status(State(s): State<HttpState>) -> Response {
-    let cert = match &*s.manager.subscribe(&s.identity).borrow() {
-        CertState::Available(c) => serde_json::json!({
+/// At most this many workloads are listed by `/status`.
+pub const STATUS_MAX_WORKLOADS: usize = 1000;
+
+fn cert_json(state: Option<&CertState>, now: std::time::SystemTime) -> serde_json::Value {
+    match state {
+        Some(CertState::Available(c)) => serde_json::json!({
             "state": "available",
             "identity": c.spiffe_id,
             "serial": c.serial,
-            "valid": c.valid_at(s.clock.now()),
+            "valid": c.valid_at(now),
+            "expires_unix": c.not_after.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
         }),
-        CertState::Initializing => serde_json::json!({ "state": "initializing" }),
-        CertState::Unavailable(e) => serde_json::json!({ "state": "unavailable", "error": e.to_string() }),
-    };
+        Some(CertState::Initializing) => serde_json::json!({ "state": "initializing" }),
+        Some(CertState::Unavailable(e)) => serde_json::json!({ "state": "unavailable", "error": e.to_string() }),
+        // Not requested over SDS yet: extra workloads are fetched at their first request.
+        None => serde_json::json!({ "state": "idle" }),
+    }
+}
+
+/// `/status`: the primary certificate, every workload's (at most
+/// [`STATUS_MAX_WORKLOADS`]) and, with policies on, the three hops of policy delivery.
+async fn status(State(s): State<HttpState>) -> Response {
+    let now = s.clock.now();
+    let cert = cert_json(Some(&s.manager.subscribe(&s.identity).borrow().clone()), now);
+    let workloads: Vec<serde_json::Value> = s
+        .workloads
+        .iter()
+        .take(STATUS_MAX_WORKLOADS)
+        .map(|id| {
+            let mut v = cert_json(s.manager.peek(id).as_ref(), now);
+            v["name"] = serde_json::Value::String(id.name.clone());
+            v
+        })
+        .collect();
     let policy = s.policy.as_ref().map(|p| p.status_json()).unwrap_or(serde_json::Value::Null);
-    axum::Json(serde_json::json!({ "certificate": cert, "policy": policy })).into_response()
+    axum::Json(serde_json::json!({
+        "certificate": cert,
+        "workloads": workloads,
+        "workloads_total": s.workloads.len(),
+        "workloads_truncated": s.workloads.len() > STATUS_MAX_WORKLOADS,
+        "policy": policy,
+    }))
+    .into_response()
 }
 
 async fn metrics(State(s): State<HttpState>) -> Response {

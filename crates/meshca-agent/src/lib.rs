@@ -17,6 +17,7 @@ pub mod root_acks;
 pub mod sds;
 pub mod sds_client;
 pub mod trust;
+pub mod workloads;
 pub mod xds;
 pub mod xds_stages;
 
@@ -37,7 +38,10 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
     pub ca: CaEndpoint,
+    /// The primary workload's token, served as `default`.
     pub token_file: PathBuf,
+    /// Extra workloads, each served under its own name (fetched at the first SDS request for it).
+    pub workloads: Vec<workloads::Workload>,
     pub manager: ManagerConfig,
     pub sds_socket: PathBuf,
     pub output_dir: Option<PathBuf>,
@@ -63,7 +67,14 @@ pub async fn run(
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let signer = GrpcSigner::new(cfg.ca.clone());
     let manager = CertManager::start(signer.clone(), cfg.manager.clone(), metrics.clone(), clock.clone());
-    let identity = Identity { name: sds::DEFAULT_RESOURCE.to_string(), token_file: cfg.token_file.clone() };
+    let set = Arc::new(workloads::WorkloadSet::new(cfg.token_file.clone(), cfg.workloads.clone())?);
+    let identity = set.primary().clone();
+    if set.len() > 1 {
+        tracing::info!(
+            workloads = set.len(),
+            "serving several workloads (extra ones fetched at their first SDS request)"
+        );
+    }
     let mut first = manager.subscribe(&identity);
     let acks = Arc::new(root_acks::RootAcks::default());
     let xds_state = xds::XdsState::new(metrics.clone());
@@ -111,6 +122,7 @@ pub async fn run(
             log: cfg.log_control,
             manager: manager.clone(),
             identity: identity.clone(),
+            workloads: set.clone(),
             metrics: metrics.clone(),
             clock: clock.clone(),
             policy: cfg.policy.is_some().then(|| policy_handle.clone()),
@@ -137,7 +149,7 @@ pub async fn run(
             }
         }
     });
-    let service = sds::SdsService::new(manager, identity, metrics).with_root_acks(acks);
+    let service = sds::SdsService::new(manager, identity, metrics).with_workloads(set).with_root_acks(acks);
     // One socket for SDS, ADS (secrets and policy filters) and the access log service.
     let mut routes = tonic::service::Routes::new(service.clone().into_server());
     routes = routes.add_service(xds::AdsService::new(service, xds_state).into_server());

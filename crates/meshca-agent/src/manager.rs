@@ -163,6 +163,12 @@ impl CertManager {
         let _ = self.tx.send(Cmd::RenewEarly);
     }
 
+    /// An identity's state without subscribing (`None`: never asked for, so not fetched).
+    pub fn peek(&self, id: &Identity) -> Option<CertState> {
+        let states = self.shared.states.lock().unwrap_or_else(|p| p.into_inner());
+        states.get(id).map(|s| s.borrow().clone())
+    }
+
     pub fn current(&self, id: &Identity) -> Option<Arc<Cert>> {
         let states = self.shared.states.lock().unwrap_or_else(|p| p.into_inner());
         states.get(id).and_then(|s| s.borrow().cert().cloned())

@@ -1,6 +1,9 @@
 //! Envoy's Secret Discovery Service (state of the world `StreamSecrets`) on a
-//! unix socket: `default` is the workload certificate and key, `ROOTCA` the
-//! trust bundle. Each stream tracks what it subscribed to, the nonce of the
+//! unix socket: `default` is the primary workload's certificate and key,
+//! every extra workload's certificate is served under its own name (see
+//! [`crate::workloads`]; fetched at the first request naming it), `ROOTCA` is
+//! the trust bundle. A name the agent does not serve gets nothing (one
+//! warning per stream). Each stream tracks what it subscribed to, the nonce of the
 //! last response and the content it carried: a subscription (or a
 //! reconnection) is answered at once, an ACK needs nothing, a NACK is logged
 //! and the stream keeps serving, and a change of either resource is pushed.
@@ -9,6 +12,7 @@ use crate::caclient::Identity;
 use crate::manager::{CertManager, CertState};
 use crate::metrics::Metrics;
 use crate::root_acks::RootAcks;
+use crate::workloads::WorkloadSet;
 use envoy_types::pb::envoy::config::core::v3::{data_source::Specifier, DataSource};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     secret, CertificateValidationContext, Secret, TlsCertificate,
@@ -24,14 +28,21 @@ use std::path::Path;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::wrappers::{ReceiverStream, WatchStream};
+use tokio_stream::{StreamExt, StreamMap};
 use tonic::{Request, Response, Status, Streaming};
 
 /// Resource name of the workload certificate.
 pub const DEFAULT_RESOURCE: &str = "default";
 /// Resource name of the trust bundle.
 pub const ROOT_RESOURCE: &str = "ROOTCA";
+
+/// How long a `FetchSecrets` for a certificate not fetched yet waits for it.
+const FETCH_WAIT: Duration = Duration::from_secs(10);
+/// Unknown names quoted in the (one per stream) warning.
+const UNKNOWN_LOGGED: usize = 8;
 
 pub fn secret_type_url() -> String {
     Secret::type_url()
@@ -40,15 +51,23 @@ pub fn secret_type_url() -> String {
 #[derive(Clone)]
 pub struct SdsService {
     manager: CertManager,
-    identity: Identity,
+    workloads: Arc<WorkloadSet>,
     metrics: Arc<Metrics>,
     streams: Arc<AtomicU64>,
     acks: Arc<RootAcks>,
 }
 
 impl SdsService {
+    /// Serve `identity` as `default` (and nothing else until [`SdsService::with_workloads`]).
     pub fn new(manager: CertManager, identity: Identity, metrics: Arc<Metrics>) -> Self {
-        Self { manager, identity, metrics, streams: Arc::new(AtomicU64::new(0)), acks: Arc::default() }
+        let workloads = Arc::new(WorkloadSet::single(identity));
+        Self { manager, workloads, metrics, streams: Arc::new(AtomicU64::new(0)), acks: Arc::default() }
+    }
+
+    /// Serve every workload of `workloads` (its primary as `default`).
+    pub fn with_workloads(mut self, workloads: Arc<WorkloadSet>) -> Self {
+        self.workloads = workloads;
+        self
     }
 
     /// Record which bundle each `ROOTCA` stream ACKed into `acks`.
@@ -70,10 +89,14 @@ impl SdsService {
     pub(crate) fn conn(&self, tx: mpsc::Sender<Result<DiscoveryResponse, Status>>) -> Conn {
         Conn {
             tx,
-            cert: self.manager.subscribe(&self.identity),
+            manager: self.manager.clone(),
+            workloads: self.workloads.clone(),
+            certs: BTreeMap::new(),
+            changes: StreamMap::new(),
             trust: self.manager.trust(),
             metrics: self.metrics.clone(),
             acks: self.acks.clone(),
+            warned_unknown: false,
         }
     }
 
@@ -101,22 +124,22 @@ fn inline(bytes: &[u8]) -> Option<DataSource> {
     Some(DataSource { specifier: Some(Specifier::InlineBytes(bytes.to_vec())), ..Default::default() })
 }
 
-/// The secret named `name`, if we have it now.
-pub(crate) fn build(name: &str, cert: &CertState, trust: Option<&str>) -> Option<Secret> {
+/// The secret named `name`, if we have it now: `ROOTCA` from `trust`, a
+/// workload's certificate from `cert` (its state, `None` for a name not served).
+pub(crate) fn build(name: &str, cert: Option<&CertState>, trust: Option<&str>) -> Option<Secret> {
     let kind = match name {
-        DEFAULT_RESOURCE => {
-            let c = cert.cert()?;
+        ROOT_RESOURCE => secret::Type::ValidationContext(CertificateValidationContext {
+            trusted_ca: inline(trust?.as_bytes()),
+            ..Default::default()
+        }),
+        _ => {
+            let c = cert?.cert()?;
             secret::Type::TlsCertificate(TlsCertificate {
                 certificate_chain: inline(c.chain_pem.as_bytes()),
                 private_key: inline(c.key_pem.as_bytes()),
                 ..Default::default()
             })
         }
-        ROOT_RESOURCE => secret::Type::ValidationContext(CertificateValidationContext {
-            trusted_ca: inline(trust?.as_bytes()),
-            ..Default::default()
-        }),
-        _ => return None,
     };
     Some(Secret { name: name.to_string(), r#type: Some(kind) })
 }
@@ -136,24 +159,76 @@ pub(crate) struct StreamState {
 
 pub(crate) struct Conn {
     tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
-    pub(crate) cert: watch::Receiver<CertState>,
-    pub(crate) trust: watch::Receiver<Option<Arc<str>>>,
+    manager: CertManager,
+    workloads: Arc<WorkloadSet>,
+    /// The latest state of each subscribed workload certificate, by resource name.
+    certs: BTreeMap<String, CertState>,
+    /// Their changes (one watch per subscribed name; nothing is polled).
+    changes: StreamMap<String, WatchStream<CertState>>,
+    trust: watch::Receiver<Option<Arc<str>>>,
     metrics: Arc<Metrics>,
     acks: Arc<RootAcks>,
+    /// Names this agent does not serve were already logged on this stream.
+    warned_unknown: bool,
 }
 
 impl Conn {
+    /// Wait until a subscribed certificate or the trust bundle changes; false
+    /// once the manager is gone. Cancel safe.
+    pub(crate) async fn changed(&mut self) -> bool {
+        tokio::select! {
+            Some((name, state)) = self.changes.next(), if !self.changes.is_empty() => {
+                self.certs.insert(name, state);
+                true
+            }
+            r = self.trust.changed() => r.is_ok(),
+        }
+    }
+
+    /// Follow the certificates of `names` (subscribing to the manager, which
+    /// fetches a certificate at its first subscription) and drop the others.
+    fn follow(&mut self, st: &StreamState, names: &BTreeSet<String>) {
+        self.certs.retain(|n, _| names.contains(n));
+        let gone: Vec<String> = self.changes.keys().filter(|k| !names.contains(*k)).cloned().collect();
+        for k in gone {
+            self.changes.remove(&k);
+        }
+        let mut unknown = Vec::new();
+        for name in names {
+            if name == ROOT_RESOURCE || self.certs.contains_key(name) {
+                continue;
+            }
+            match self.workloads.get(name) {
+                Some(id) => {
+                    let mut rx = self.manager.subscribe(id);
+                    let now = rx.borrow_and_update().clone();
+                    self.certs.insert(name.clone(), now);
+                    self.changes.insert(name.clone(), WatchStream::from_changes(rx));
+                }
+                None => unknown.push(name.as_str()),
+            }
+        }
+        if unknown.is_empty() {
+            return;
+        }
+        let shown = &unknown[..unknown.len().min(UNKNOWN_LOGGED)];
+        if self.warned_unknown {
+            tracing::debug!(stream = st.id, node = %st.node, resources = ?shown, count = unknown.len(), "SDS: resources this agent does not serve");
+        } else {
+            self.warned_unknown = true;
+            tracing::warn!(stream = st.id, node = %st.node, resources = ?shown, count = unknown.len(),
+                "SDS: resources this agent does not serve (not configured as workloads): nothing is sent for them");
+        }
+    }
+
     /// Send the subscribed resources when they differ from the last response
     /// (or always, with `force`). Nothing is sent while none is available.
     pub(crate) async fn push(&mut self, st: &mut StreamState, force: bool) -> bool {
-        let cert = self.cert.borrow_and_update().clone();
         let trust = self.trust.borrow_and_update().clone();
         let mut content = BTreeMap::new();
         for name in &st.subscribed {
-            if let Some(s) = build(name, &cert, trust.as_deref()) {
+            if let Some(s) = build(name, self.certs.get(name), trust.as_deref()) {
                 content.insert(name.clone(), s.encode_to_vec());
-            } else if name != DEFAULT_RESOURCE && name != ROOT_RESOURCE {
-                tracing::warn!(stream = st.id, node = %st.node, resource = %name, "SDS: unknown resource requested");
             }
         }
         if content.is_empty() || (!force && content == st.last_sent) {
@@ -225,6 +300,7 @@ impl Conn {
         } else {
             self.acks.gone(st.id);
         }
+        self.follow(st, &names);
         st.subscribed = names;
         self.push(st, true).await
     }
@@ -251,8 +327,7 @@ async fn serve_stream(mut inbound: Streaming<DiscoveryRequest>, mut conn: Conn, 
                     false
                 }
             },
-            r = conn.cert.changed() => r.is_ok() && conn.push(&mut st, false).await,
-            r = conn.trust.changed() => r.is_ok() && conn.push(&mut st, false).await,
+            ok = conn.changed() => ok && conn.push(&mut st, false).await,
         };
         if !ok {
             break;
@@ -295,19 +370,49 @@ impl SecretDiscoveryService for SdsService {
 
     async fn fetch_secrets(&self, request: Request<DiscoveryRequest>) -> Result<Response<DiscoveryResponse>, Status> {
         let req = request.into_inner();
-        let cert = self.manager.subscribe(&self.identity).borrow().clone();
+        let names: BTreeSet<&String> = req.resource_names.iter().collect();
+        let mut watched = Vec::new();
+        let mut unknown = Vec::new();
+        for name in names {
+            match self.workloads.get(name) {
+                Some(id) => watched.push((name, Some(self.manager.subscribe(id)))),
+                None if name == ROOT_RESOURCE => watched.push((name, None)),
+                None => unknown.push(name.as_str()),
+            }
+        }
+        // A certificate nobody asked for yet is being fetched now: wait (a little) for it.
+        let mut states = Vec::with_capacity(watched.len());
+        for (name, rx) in watched {
+            states.push((
+                name,
+                match rx {
+                    Some(rx) => Some(first_state(rx).await),
+                    None => None,
+                },
+            ));
+        }
         let trust = self.manager.trust().borrow().clone();
-        let resources: Vec<Any> = req
-            .resource_names
+        let resources: Vec<Any> = states
             .iter()
-            .filter_map(|n| build(n, &cert, trust.as_deref()))
+            .filter_map(|(name, state)| build(name, state.as_ref(), trust.as_deref()))
             .map(|s| Any { type_url: secret_type_url(), value: s.encode_to_vec() })
             .collect();
+        if !unknown.is_empty() {
+            let shown = &unknown[..unknown.len().min(UNKNOWN_LOGGED)];
+            tracing::warn!(resources = ?shown, count = unknown.len(), "FetchSecrets: resources this agent does not serve");
+        }
         if resources.is_empty() {
             return Err(Status::unavailable("no requested secret is available yet"));
         }
         Ok(Response::new(DiscoveryResponse { resources, type_url: secret_type_url(), ..Default::default() }))
     }
+}
+
+/// The state of a certificate once it is no longer initializing (or after [`FETCH_WAIT`]).
+async fn first_state(mut rx: watch::Receiver<CertState>) -> CertState {
+    let _ = tokio::time::timeout(FETCH_WAIT, rx.wait_for(|s| !matches!(s, CertState::Initializing))).await;
+    let state = rx.borrow().clone();
+    state
 }
 
 /// Mode of the SDS socket (connecting needs write permission on it).

@@ -1,6 +1,6 @@
 //! Envoy's Aggregated Discovery Service (state of the world
-//! `StreamAggregatedResources`) on the SDS unix socket: the secrets `default`
-//! and `ROOTCA` (the same content and per-stream logic as [`crate::sds`]) and
+//! `StreamAggregatedResources`) on the SDS unix socket: the secrets (`default`,
+//! the other workloads and `ROOTCA`, the same content and per-stream logic as [`crate::sds`]) and
 //! the policy filters as ECDS resources (`TypedExtensionConfig`).
 //!
 //! The policy resources of one version always travel in ONE response, so
@@ -353,8 +353,7 @@ async fn serve_stream(mut inbound: Streaming<DiscoveryRequest>, sds: SdsService,
                     false
                 }
             },
-            r = secrets.cert.changed() => r.is_ok() && secrets.push(&mut secret_state, false).await,
-            r = secrets.trust.changed() => r.is_ok() && secrets.push(&mut secret_state, false).await,
+            ok = secrets.changed() => ok && secrets.push(&mut secret_state, false).await,
             r = conn.ecds_rx.changed() => r.is_ok() && conn.push(false).await,
         };
         if !ok {

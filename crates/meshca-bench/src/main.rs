@@ -9,6 +9,7 @@
 
 mod agents;
 mod floor;
+mod identities;
 mod load;
 mod peers;
 mod prep;
@@ -218,6 +219,7 @@ fn main() -> anyhow::Result<()> {
     }
     let mut report =
         Report { meta: meta(&args, &plan, cores), floors: Vec::new(), rows: Vec::new(), handshakes: Vec::new() };
+    let mut agent_memory = None;
     for &kind in &plan.keys {
         let run = prepare(&plan, kind)?;
         let csr0 = &run.jobs.csrs[run.steady.start];
@@ -241,15 +243,20 @@ fn main() -> anyhow::Result<()> {
             report.rows.extend(rows);
             report.handshakes.extend(hs.map(|us| (kind, us)));
         }
+        if kind == plan.keys[0] && plan.systems.contains(&System::Meshca) {
+            agent_memory = Some(rt.block_on(identities::run(&plan, &run)).context("agent with 100 workloads")?);
+        }
     }
-    let md = report.markdown();
+    let md = report.markdown() + &agent_memory.as_ref().map(|m| m.markdown()).unwrap_or_default();
     println!("{md}");
     let name = if args.quick { "quick.json" } else { "latest.json" };
     let out = args.out.clone().unwrap_or_else(|| Path::new("bench/results").join(name));
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    std::fs::write(&out, serde_json::to_string_pretty(&report.json())? + "\n")?;
+    let mut json = report.json();
+    json["agent_workloads_memory"] = agent_memory.as_ref().map_or(serde_json::Value::Null, |m| m.json());
+    std::fs::write(&out, serde_json::to_string_pretty(&json)? + "\n")?;
     std::fs::write(out.with_extension("md"), &md)?;
     eprintln!("wrote {} and {}", out.display(), out.with_extension("md").display());
     Ok(())

@@ -41,9 +41,17 @@ pub struct AgentArgs {
     /// How often to compare the CA's signing chain (with --ca-http-addr)
     #[arg(long, env = "MESHCA_AGENT_CA_STATUS_INTERVAL", default_value = "5s", value_parser = duration)]
     ca_status_interval: Duration,
-    /// Bearer token file, re-read for every request
+    /// Bearer token file of the primary workload (served over SDS as `default`), re-read for every request
     #[arg(long, env = "MESHCA_AGENT_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+    /// An extra workload: NAME=TOKEN_FILE; its certificate (for the identity the CA derives from the token)
+    /// is served over SDS as the resource NAME, fetched at the first request for it; repeatable (the environment
+    /// variable: space-separated)
+    #[arg(long = "workload", value_name = "NAME=TOKEN_FILE", env = "MESHCA_AGENT_WORKLOADS", value_delimiter = ' ', value_parser = meshca_agent::workloads::parse_arg)]
+    workloads: Vec<meshca_agent::workloads::Workload>,
+    /// Extra workloads from a TOML file: [[workload]] tables with name and token_file (relative to the file)
+    #[arg(long, env = "MESHCA_AGENT_WORKLOADS_FILE")]
+    workloads_file: Option<PathBuf>,
     /// Sent to the CA as the clusterid header
     #[arg(long, env = "MESHCA_AGENT_CLUSTER_ID", default_value = "Kubernetes")]
     cluster_id: String,
@@ -165,6 +173,13 @@ impl AgentArgs {
         for p in &policy.ports {
             anyhow::ensure!(seen.insert(p.port), "--port {} is given twice", p.port);
         }
+        let mut workloads = self.workloads;
+        if let Some(f) = &self.workloads_file {
+            workloads.extend(meshca_agent::workloads::read_file(f)?);
+        }
+        let token_file = self.token_file.unwrap_or_default();
+        // Duplicates and reserved names are refused here, before anything starts.
+        meshca_agent::workloads::WorkloadSet::new(token_file.clone(), workloads.clone())?;
         Ok(AgentConfig {
             ca: CaEndpoint {
                 addr: self.ca_addr,
@@ -172,7 +187,8 @@ impl AgentArgs {
                 server_name: self.ca_server_name,
                 cluster_id: self.cluster_id,
             },
-            token_file: self.token_file.unwrap_or_default(),
+            token_file,
+            workloads,
             manager: ManagerConfig {
                 key: self.key,
                 ttl: self.ttl,
