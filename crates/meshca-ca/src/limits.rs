@@ -44,6 +44,10 @@ pub struct Limits {
     pub grpc_max_inflight_per_peer: usize,
     /// A TLS handshake must complete in this time.
     pub tls_handshake_timeout: Duration,
+    /// Kernel accept queue of each listening port (capped by `net.core.somaxconn`):
+    /// room for a restart storm's connections while the accept loop is busy;
+    /// beyond it the kernel drops connection attempts and clients wait a SYN retransmit (1 s, 3 s, ...).
+    pub listen_backlog: u32,
     /// HTTP connections open at once; more are closed at accept.
     pub http_max_connections: usize,
     /// The request line and headers must arrive in this time (also closes idle keep-alive connections).
@@ -80,6 +84,7 @@ impl Default for Limits {
             grpc_max_inflight: 1024,
             grpc_max_inflight_per_peer: 256,
             tls_handshake_timeout: Duration::from_secs(10),
+            listen_backlog: 4096,
             http_max_connections: 4096,
             http_header_read_timeout: Duration::from_secs(10),
             http_request_timeout: Duration::from_secs(30),

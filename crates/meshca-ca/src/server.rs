@@ -248,9 +248,9 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()> + Send + '
         store: store_status,
     });
     let http_listener =
-        TcpListener::bind(cfg.http_addr).await.with_context(|| format!("binding HTTP {}", cfg.http_addr))?;
+        listen(cfg.http_addr, limits.listen_backlog).with_context(|| format!("binding HTTP {}", cfg.http_addr))?;
     let grpc_listener =
-        TcpListener::bind(cfg.grpc_addr).await.with_context(|| format!("binding gRPC {}", cfg.grpc_addr))?;
+        listen(cfg.grpc_addr, limits.listen_backlog).with_context(|| format!("binding gRPC {}", cfg.grpc_addr))?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -353,4 +353,14 @@ fn grpc_builder(l: &Limits) -> tonic::transport::Server {
         .initial_stream_window_size(Some(256 * 1024))
         .initial_connection_window_size(Some(1024 * 1024))
         .http2_max_header_list_size(Some(64 * 1024))
+}
+
+/// Bind and listen with an accept queue of `backlog` (the kernel caps it at
+/// `net.core.somaxconn`); `TcpListener::bind` would use 1024, which a restart
+/// storm of thousands of agents overflows while the accept loop is busy.
+fn listen(addr: std::net::SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }

@@ -26,6 +26,7 @@ pub const KEYS: &[&str] = &[
     "grpc_max_inflight",
     "grpc_max_inflight_per_peer",
     "tls_handshake_timeout",
+    "listen_backlog",
     "http_max_connections",
     "http_header_read_timeout",
     "http_request_timeout",
@@ -80,6 +81,10 @@ pub struct LimitArgs {
     /// A TLS handshake on the gRPC port must complete in this time [default: 10s]
     #[arg(long, env = "MESHCA_TLS_HANDSHAKE_TIMEOUT")]
     pub tls_handshake_timeout: Option<String>,
+    /// Kernel accept queue of the gRPC and HTTP ports (the kernel caps it at net.core.somaxconn);
+    /// connections beyond it wait for a SYN retransmit (1 s, 3 s, ...) [default: 4096]
+    #[arg(long, env = "MESHCA_LISTEN_BACKLOG")]
+    pub listen_backlog: Option<u32>,
     /// HTTP connections open at once; more are closed at accept [default: 4096]
     #[arg(long, env = "MESHCA_HTTP_MAX_CONNECTIONS")]
     pub http_max_connections: Option<usize>,
@@ -152,6 +157,7 @@ impl LimitArgs {
             grpc_max_inflight: num!(grpc_max_inflight),
             grpc_max_inflight_per_peer: num!(grpc_max_inflight_per_peer),
             tls_handshake_timeout: time!(tls_handshake_timeout),
+            listen_backlog: num!(listen_backlog),
             http_max_connections: num!(http_max_connections),
             http_header_read_timeout: time!(http_header_read_timeout),
             http_request_timeout: time!(http_request_timeout),
