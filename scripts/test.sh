@@ -13,13 +13,15 @@ command -v promtool >/dev/null || need_apt+=(prometheus)
 command -v etcd >/dev/null || need_apt+=(etcd-server etcd-client)
 command -v etcdctl >/dev/null || need_apt+=(etcd-client)
 command -v protoc >/dev/null || need_apt+=(protobuf-compiler)
+# ss reads the listening ports' accept queue (crates/meshca/tests/listen_backlog.rs).
+command -v ss >/dev/null || need_apt+=(iproute2)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "test.sh: installing ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
-for tool in openssl promtool etcd etcdctl protoc; do
+for tool in openssl promtool etcd etcdctl protoc ss; do
   command -v "$tool" >/dev/null || { echo "test.sh: $tool is required and could not be installed" >&2; exit 1; }
 done
 MESHCA_ETCD="$(command -v etcd)"
