@@ -131,7 +131,7 @@ impl Policy {
     async fn sync_shared(&self, sh: &shared::SharedSet) {
         if let Some(rec) = sh.fetch().await {
             tracing::info!(version = %rec.version, published_by = %rec.published_by, "taking the shared policy set from the store");
-            self.take(rec.objects).await;
+            self.take(rec.objects, false).await;
         }
         sh.compare_local();
     }
@@ -157,6 +157,9 @@ impl Policy {
                     n.refused = e;
                     n.refused_at = now;
                 });
+                if let Some(sh) = &self.shared {
+                    sh.forget_local();
+                }
                 return;
             }
         };
@@ -169,19 +172,21 @@ impl Policy {
             self.sync_shared(sh).await;
             // The store could not be read before anything was served: serve the local set meanwhile.
             if !sh.info().from_store && !st.load().loaded {
-                self.take(objects).await;
+                self.take(objects, true).await;
             }
             return;
         }
-        self.take(objects).await;
+        self.take(objects, true).await;
     }
 
-    /// Serve `objects` (from the directory or the store) if they differ from the served set.
-    async fn take(&self, objects: Vec<load::ServedObject>) {
+    /// Serve `objects` (from the directory, `from_dir`, or the store) if they
+    /// differ from the served set. Only a valid directory clears its refusal:
+    /// a replica serving the store's set still shows that its own directory is broken.
+    async fn take(&self, objects: Vec<load::ServedObject>, from_dir: bool) {
         let st = &self.state;
         let snap = st.load();
         if snap.loaded && *snap.objects == objects {
-            if !snap.refused.is_empty() {
+            if from_dir && !snap.refused.is_empty() {
                 tracing::info!(dir = %self.opts.dir.display(), "policy directory valid again (same set as served)");
                 st.modify(|n| n.refused.clear());
             }
@@ -197,7 +202,9 @@ impl Policy {
             n.loaded = true;
             n.objects = Arc::new(objects);
             n.loaded_at = now;
-            n.refused.clear();
+            if from_dir {
+                n.refused.clear();
+            }
             n.jwks.retain(|k, _| needed.iter().any(|x| &x.key == k));
             n.jwks.extend(fetched);
         });

@@ -112,5 +112,17 @@ impl Policy {
             u8::from(ok),
             snap.objects.len(),
         );
+        if let Some(sh) = &self.shared {
+            let i = sh.info();
+            let _ = writeln!(
+                out,
+                "# HELP meshca_policy_local_differs 1 when this replica's policy directory holds a valid set that differs from the shared set and is older (not published).\n\
+                 # TYPE meshca_policy_local_differs gauge\nmeshca_policy_local_differs {}\n\
+                 # HELP meshca_policy_shared_store_error 1 while the shared policy set record cannot be read or is not a valid set; the last set taken stays served.\n\
+                 # TYPE meshca_policy_shared_store_error gauge\nmeshca_policy_shared_store_error {}",
+                u8::from(i.local_differs),
+                u8::from(!i.store_error.is_empty()),
+            );
+        }
     }
 }
