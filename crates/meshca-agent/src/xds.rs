@@ -220,7 +220,9 @@ impl AdsConn {
         if resources.is_empty() {
             return true;
         }
-        if !force && self.ecds.last_sent.as_ref() == Some(&(snap.version.clone(), names.clone())) {
+        // A new set with the version of the last response (recompiled for new workload labels) is
+        // sent too: only an unchanged set is skipped.
+        if !force && same && self.ecds.last_sent.as_ref() == Some(&(snap.version.clone(), names.clone())) {
             return true;
         }
         self.ecds.nonces += 1;

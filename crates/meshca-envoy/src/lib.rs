@@ -54,18 +54,20 @@
 
 mod any;
 mod bootstrap;
+mod jwks;
 mod mtls;
 mod resources;
 mod slots;
 
 pub use any::{descriptor_pool, json_to_any, json_to_envoy_any, DESCRIPTOR_ROOTS, ENVOY_DESCRIPTORS};
 pub use bootstrap::{bootstrap, BootstrapOptions, AGENT_CLUSTER, ALS_LOG_NAME, ROOT_CA_SECRET, WORKLOAD_SECRET};
+pub use jwks::{fail_closed_jwks, FETCH_FAILED_JWKS, UNUSABLE_JWKS};
 pub use meshca_policy::model::MtlsMode;
 pub use mtls::effective_mtls;
 pub use resources::{policy_resources, PolicyInputs, Resource};
 pub use slots::{
     all_slots, chain_slots, port_slots, slot_name, slot_names, Chain, PortProtocol, PortSpec, Slot, SlotKind,
-    HTTP_RBAC_TYPE, JWT_AUTHN_TYPE, NETWORK_RBAC_TYPE, NO_POLICY_YET, UNUSABLE_JWKS,
+    HTTP_RBAC_TYPE, JWT_AUTHN_TYPE, NETWORK_RBAC_TYPE, NO_POLICY_YET,
 };
 
 /// The xDS resource type of ECDS resources.

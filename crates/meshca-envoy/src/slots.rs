@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 
 use serde_json::{json, Value};
 
+use crate::jwks::UNUSABLE_JWKS;
+
 /// Type URL of `envoy.extensions.filters.http.rbac.v3.RBAC`.
 pub const HTTP_RBAC_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC";
 /// Type URL of `envoy.extensions.filters.network.rbac.v3.RBAC`.
@@ -15,11 +17,6 @@ pub const JWT_AUTHN_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.h
 /// The name of the policy every deny-all default config carries; Envoy's RBAC stats and
 /// `%RESPONSE_CODE_DETAILS%` (`rbac_access_denied_matched_policy[meshca-no-policy-yet]`) show it.
 pub const NO_POLICY_YET: &str = "meshca-no-policy-yet";
-
-/// A JWKS whose only key is a P-256 public key whose private key was discarded when it was made:
-/// Envoy refuses a provider without a valid key, and no token can ever verify against this one
-/// (usable wherever a jwt_authn provider must exist but accept nothing, e.g. a failed fetch).
-pub const UNUSABLE_JWKS: &str = r#"{"keys":[{"kty":"EC","crv":"P-256","kid":"meshca-no-policy-yet","alg":"ES256","x":"tbjcrwd6YKtfK665D6RymYQsjfrzPlzQF65r-Iu0kng","y":"5bnHekD8tp6Kz4_vvEYDZJxF3JrT8ulxhViIEcxeUg0"}]}"#;
 
 /// The protocol Envoy speaks on an inbound port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

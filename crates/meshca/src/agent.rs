@@ -87,7 +87,8 @@ pub struct AgentArgs {
     /// Workload labels for policy selection: k=v,k2=v2
     #[arg(long, env = "MESHCA_AGENT_WORKLOAD_LABELS", default_value = "", value_parser = meshca_agent::policy::workload::parse_labels)]
     workload_labels: std::collections::BTreeMap<String, String>,
-    /// Kubernetes downward-API labels file (key="value" per line), read at every connection to the server
+    /// Kubernetes downward-API labels file (key="value" per line), watched: a change recompiles the
+    /// policies for the new labels; a broken file keeps the previous labels
     #[arg(long, env = "MESHCA_AGENT_WORKLOAD_LABELS_FILE")]
     workload_labels_file: Option<PathBuf>,
     /// A port Envoy serves for the workload: PORT/http|tcp=APP_ADDR (Envoy listens on PORT, the

@@ -3,6 +3,7 @@
 //! reconnected with backoff. Every update is compiled and published to the
 //! ADS server; a report goes back at once and whenever Envoy's answer changes.
 
+use super::labels::{self, Labels};
 use super::{compile, workload, PolicyConfig, PolicyHandle};
 use crate::caclient::{GrpcSigner, Identity};
 use crate::manager::{backoff, CertManager, CertState};
@@ -12,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tonic::transport::Channel;
 
 /// At most one JWKS refresh per key per this interval.
@@ -47,13 +48,14 @@ async fn namespace(manager: &CertManager, identity: &Identity) -> String {
 impl Client {
     /// Follow the server until the process ends.
     pub async fn run(self, mut refresh: mpsc::Receiver<()>) {
+        let mut labels_rx = labels::watch(&self.cfg, &self.handle);
         let ns = namespace(&self.manager, &self.identity).await;
         self.handle.update(|s| s.namespace = ns.clone());
         let mut failures = 0u32;
         let mut last_refresh: HashMap<String, Instant> = HashMap::new();
         loop {
             let started = Instant::now();
-            let res = self.session(&ns, &mut refresh, &mut last_refresh).await;
+            let res = self.session(&ns, &mut labels_rx, &mut refresh, &mut last_refresh).await;
             self.handle.update(|s| s.connected = false);
             if started.elapsed() > Duration::from_secs(30) {
                 failures = 0;
@@ -96,12 +98,17 @@ impl Client {
     async fn session(
         &self,
         ns: &str,
+        labels_rx: &mut watch::Receiver<Option<Labels>>,
         refresh: &mut mpsc::Receiver<()>,
         last_refresh: &mut HashMap<String, Instant>,
     ) -> Result<(), String> {
-        let labels = self.cfg.labels()?;
+        let current = labels_rx.borrow_and_update().clone();
+        let Some(mut labels) = current else {
+            let why = self.handle.status().labels_error.map(|(e, _)| e).unwrap_or_default();
+            return Err(format!("no valid workload labels yet: {why}"));
+        };
         self.handle.update(|s| s.labels = labels.clone());
-        let workload = meshca_policy::model::Workload::new(ns, labels.clone());
+        let mut workload = meshca_policy::model::Workload::new(ns, labels.clone());
         let channel = self.signer.channel().await.map_err(|e| e.to_string())?;
         let mut client = PolicyDeliveryClient::new(channel.clone());
         let (tx, rx) = mpsc::channel::<PolicyReport>(8);
@@ -122,12 +129,14 @@ impl Client {
         self.handle.update(|s| s.connected = true);
         let mut acks = self.handle.xds.subscribe_status();
         let mut keys: Vec<String> = Vec::new();
+        let mut last: Option<PolicyUpdate> = None;
         loop {
             tokio::select! {
                 m = updates.message() => match m {
                     Ok(Some(u)) => {
                         keys = u.jwks.keys().chain(u.jwks_errors.keys()).cloned().collect();
-                        self.apply(u, &workload);
+                        self.apply(&u, &workload);
+                        last = Some(u);
                     }
                     Ok(None) => return Ok(()),
                     Err(s) => {
@@ -137,6 +146,19 @@ impl Client {
                 },
                 r = acks.changed() => if r.is_err() { return Ok(()) },
                 Some(()) = refresh.recv() => self.refresh(&channel, &keys, last_refresh),
+                // Without a labels file the sender is gone at once: the branch never fires.
+                Ok(()) = labels_rx.changed() => {
+                    let new = labels_rx.borrow_and_update().clone();
+                    if let Some(new) = new.filter(|n| *n != labels) {
+                        tracing::info!(from = ?labels, to = ?new, "policy: recompiling for the new workload labels");
+                        labels = new;
+                        workload = meshca_policy::model::Workload::new(ns, labels.clone());
+                        self.handle.update(|s| s.labels = labels.clone());
+                        if let Some(u) = &last {
+                            self.compile(u, &workload);
+                        }
+                    }
+                }
             }
             let now = self.report(&labels);
             if now != sent {
@@ -149,7 +171,7 @@ impl Client {
     }
 
     /// Compile an update and hand it to Envoy; a failure keeps Envoy on what it runs.
-    fn apply(&self, u: PolicyUpdate, workload: &meshca_policy::model::Workload) {
+    fn apply(&self, u: &PolicyUpdate, workload: &meshca_policy::model::Workload) {
         Metrics::inc(&self.metrics.policy_updates);
         let objects: Vec<String> =
             u.objects.iter().map(|o| format!("{} {}/{} ({})", o.kind, o.namespace, o.name, o.source)).collect();
@@ -167,7 +189,12 @@ impl Client {
             s.jwks = u.jwks.keys().cloned().collect();
             s.jwks_errors = u.jwks_errors.clone().into_iter().collect();
         });
-        match compile::snapshot(&u, workload, &self.cfg.ports) {
+        self.compile(u, workload);
+    }
+
+    /// Compile `u` for `workload` and publish it; a failure keeps Envoy on what it runs.
+    fn compile(&self, u: &PolicyUpdate, workload: &meshca_policy::model::Workload) {
+        match compile::snapshot(u, workload, &self.cfg.ports) {
             Ok(snap) => {
                 tracing::info!(version = %u.version, resources = snap.resources.len(), "policy: compiled");
                 self.handle.update(|s| {

@@ -48,19 +48,10 @@ pub fn port_specs(ports: &[PortArg]) -> Vec<meshca_envoy::PortSpec> {
         .collect()
 }
 
-/// A JWKS whose only key nobody holds (the private half was discarded): what an issuer whose keys
-/// the server could not fetch gets, so its tokens are refused (401, and the access log asks for a
-/// refetch) instead of Envoy rejecting a `remote_jwks` without a cluster and running on with the
-/// previous policies.
-const NO_KEYS_JWKS: &str = r#"{"keys":[{"kty":"EC","crv":"P-256","kid":"meshca-jwks-fetch-failed","alg":"ES256","x":"tbjcrwd6YKtfK665D6RymYQsjfrzPlzQF65r-Iu0kng","y":"5bnHekD8tp6Kz4_vvEYDZJxF3JrT8ulxhViIEcxeUg0"}]}"#;
-
-/// The JWKS to inline: the fetched ones, and [`NO_KEYS_JWKS`] for every failed fetch (fail closed).
+/// The JWKS to inline: the fetched ones, and a key nobody holds for every failed fetch
+/// ([`meshca_envoy::fail_closed_jwks`]).
 pub fn jwks(u: &PolicyUpdate) -> BTreeMap<String, String> {
-    let mut out: BTreeMap<String, String> = u.jwks.clone().into_iter().collect();
-    for key in u.jwks_errors.keys() {
-        out.entry(key.clone()).or_insert_with(|| NO_KEYS_JWKS.to_string());
-    }
-    out
+    meshca_envoy::fail_closed_jwks(u.jwks.clone(), u.jwks_errors.keys().cloned())
 }
 
 /// Every ECDS resource for `workload`, versioned with the update's version.

@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod compile;
+pub mod labels;
 pub mod workload;
 
 use crate::xds::XdsState;
@@ -21,7 +22,7 @@ pub use workload::{PortArg, Protocol};
 pub struct PolicyConfig {
     /// `--workload-labels`.
     pub labels: BTreeMap<String, String>,
-    /// `--workload-labels-file` (downward API), read at every (re)connection; overrides `labels` keys.
+    /// `--workload-labels-file` (downward API), watched (the `labels` module); overrides `labels` keys.
     pub labels_file: Option<PathBuf>,
     /// `--port`.
     pub ports: Vec<PortArg>,
@@ -56,6 +57,8 @@ pub struct ClientStatus {
     /// The last compile or connection error, with when it happened.
     pub last_error: Option<(String, SystemTime)>,
     pub compile_error: String,
+    /// Why the labels file was last refused (the previous labels stay), with when; `None` when it is fine.
+    pub labels_error: Option<(String, SystemTime)>,
 }
 
 /// Shared by the policy client, the access log service and `/status`.
@@ -100,6 +103,7 @@ impl PolicyHandle {
             "connected": c.connected,
             "namespace": c.namespace,
             "labels": c.labels,
+            "labels_error": c.labels_error.map(|(m, t)| serde_json::json!({ "message": m, "at_unix": unix(t) })),
             "version_received": c.version_received,
             "version_compiled": c.version_compiled,
             "version_sent": x.version_sent,
