@@ -103,5 +103,9 @@ pub fn server_config(serving: Arc<ServingCert>) -> anyhow::Result<rustls::Server
         .with_client_cert_verifier(Arc::new(DeferredClientCert { provider }))
         .with_cert_resolver(serving);
     cfg.alpn_protocols = vec![b"h2".to_vec()];
+    // No resumption: callers (agents, istio-agent) keep one long-lived connection
+    // and do not cache sessions, so tickets would be two extra records per handshake.
+    cfg.send_tls13_tickets = 0;
+    cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     Ok(cfg)
 }
