@@ -25,8 +25,9 @@ target/release/meshca-bench --systems meshca --keys "$key" --duration 600s --war
   --storm-count 0 --conn-storm-count 0 --per-conn-connections 0 --handshakes 20 \
   --work "$out/work" --out "$out/bench.json" >"$out/bench.log" 2>&1 &
 bench=$!
-trap 'kill $bench 2>/dev/null || true' EXIT
 pid=""
+# The harness does not stop its server when it is killed: stop both.
+trap 'kill $bench 2>/dev/null || true; [ -n "$pid" ] && kill "$pid" 2>/dev/null || true' EXIT
 for _ in $(seq 1 600); do
   pid=$(pgrep -f "release/meshca serve --data-dir $out/work" | head -1 || true)
   [ -n "$pid" ] && break
@@ -44,5 +45,4 @@ for _ in $(seq 1 "$samples"); do
     | grep -E "^#|^Thread" >>"$out/stacks.txt" || true
   echo "=====" >>"$out/stacks.txt"
 done
-kill "$bench" 2>/dev/null || true
 python3 scripts/profile_stacks.py "$out/stacks.txt"
