@@ -53,12 +53,7 @@ impl LabelsState {
             return Change::Unchanged;
         }
         self.last = Some(read.clone());
-        let parsed = read.and_then(|text| workload::parse_labels_file(path, &text)).map(|file| {
-            let mut labels = self.base.clone();
-            labels.extend(file);
-            labels
-        });
-        match parsed {
+        match merge(&self.base, path, read) {
             Err(e) => {
                 self.error = Some(e.clone());
                 Change::Broken(e)
@@ -75,8 +70,17 @@ impl LabelsState {
     }
 }
 
-fn read(path: &std::path::Path) -> Result<String, String> {
+/// One read of the labels file (its text, or why it could not be read).
+pub(super) fn read(path: &std::path::Path) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))
+}
+
+/// `base` overridden key by key by the labels in `read` (the file at `path`).
+pub(super) fn merge(base: &Labels, path: &std::path::Path, read: Result<String, String>) -> Result<Labels, String> {
+    let file = workload::parse_labels_file(path, &read?)?;
+    let mut labels = base.clone();
+    labels.extend(file);
+    Ok(labels)
 }
 
 /// The labels now, and the labels as they change (`None` while the file never parsed). Without a

@@ -31,12 +31,10 @@ pub struct PolicyConfig {
 impl PolicyConfig {
     /// The workload's labels now.
     pub fn labels(&self) -> Result<BTreeMap<String, String>, String> {
-        let mut labels = self.labels.clone();
-        if let Some(f) = &self.labels_file {
-            let text = std::fs::read_to_string(f).map_err(|e| format!("reading {}: {e}", f.display()))?;
-            labels.extend(workload::parse_labels_file(f, &text)?);
+        match &self.labels_file {
+            Some(f) => labels::merge(&self.labels, f, labels::read(f)),
+            None => Ok(self.labels.clone()),
         }
-        Ok(labels)
     }
 }
 
