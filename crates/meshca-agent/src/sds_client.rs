@@ -75,3 +75,15 @@ pub fn secrets(resp: &DiscoveryResponse) -> anyhow::Result<Vec<Secret>> {
     anyhow::ensure!(resp.type_url == crate::sds::secret_type_url(), "unexpected type URL {}", resp.type_url);
     resp.resources.iter().map(|a| Ok(Secret::decode(a.value.as_slice())?)).collect()
 }
+
+/// The certificate chain (PEM) of a TLS-certificate secret; `None` for another kind of secret
+/// (the trust bundle), an error when the chain is not inline.
+pub fn tls_chain(s: &Secret) -> anyhow::Result<Option<String>> {
+    use envoy_types::pb::envoy::config::core::v3::data_source::Specifier;
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::secret::Type;
+    let Some(Type::TlsCertificate(t)) = &s.r#type else { return Ok(None) };
+    match t.certificate_chain.as_ref().and_then(|d| d.specifier.as_ref()) {
+        Some(Specifier::InlineBytes(b)) => Ok(Some(String::from_utf8(b.clone())?)),
+        other => anyhow::bail!("{}: expected an inline certificate chain, got {other:?}", s.name),
+    }
+}

@@ -3,14 +3,13 @@
 //! ratio, and a still-valid certificate kept while renewals fail.
 
 use meshca_agent::{AgentError, CertManager, CertState, Identity, ManagerConfig, Metrics, Signer, SystemClock};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, CertifiedIssuer, ExtendedKeyUsagePurpose,
-    IsCa, KeyPair, SanType,
-};
+use rcgen::{CertifiedIssuer, KeyPair};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+mod support;
 
 /// A fake CA: counts calls and concurrency, can be told to fail, signs for `validity`.
 struct FakeCa {
@@ -27,11 +26,8 @@ struct FakeCa {
 
 impl FakeCa {
     fn new(validity: Duration, delay: Duration) -> Arc<Self> {
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let issuer = CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap();
         Arc::new(Self {
-            issuer,
+            issuer: support::issuer(),
             validity,
             delay,
             fail: AtomicBool::new(false),
@@ -62,15 +58,7 @@ impl Signer for FakeCa {
         if self.fail.load(Ordering::SeqCst) {
             return Err(AgentError::Connect("fake CA is down".into()));
         }
-        let mut req = CertificateSigningRequestParams::from_pem(&csr).unwrap();
-        let uri = format!("spiffe://cluster.local/ns/test/sa/{}", id.name);
-        req.params.subject_alt_names = vec![SanType::URI(uri.try_into().unwrap())];
-        req.params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth, ExtendedKeyUsagePurpose::ServerAuth];
-        let now = time::OffsetDateTime::now_utc();
-        req.params.not_before = now - time::Duration::seconds(1);
-        req.params.not_after = now + self.validity;
-        let leaf = req.signed_by(&self.issuer).unwrap();
-        Ok(vec![leaf.pem(), self.issuer.pem()])
+        Ok(support::sign(&self.issuer, &csr, &id.name, self.validity))
     }
 }
 

@@ -7,13 +7,12 @@ use meshca_agent::sds::SdsService;
 use meshca_agent::sds_client::{self, SdsStream};
 use meshca_agent::workloads::{Workload, WorkloadSet};
 use meshca_agent::{AgentError, CertManager, Identity, ManagerConfig, Metrics, Signer, SystemClock};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, CertifiedIssuer, ExtendedKeyUsagePurpose,
-    IsCa, KeyPair, SanType,
-};
+use rcgen::{CertifiedIssuer, KeyPair};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+mod support;
 
 /// Signs every CSR for `spiffe://cluster.local/ns/test/sa/<resource name>`, valid `validity`.
 struct FakeCa {
@@ -23,14 +22,7 @@ struct FakeCa {
 
 impl Signer for FakeCa {
     async fn sign(&self, id: &Identity, csr: String, _ttl: Duration) -> Result<Vec<String>, AgentError> {
-        let mut req = CertificateSigningRequestParams::from_pem(&csr).unwrap();
-        let uri = format!("spiffe://cluster.local/ns/test/sa/{}", id.name);
-        req.params.subject_alt_names = vec![SanType::URI(uri.try_into().unwrap())];
-        req.params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth, ExtendedKeyUsagePurpose::ServerAuth];
-        let now = time::OffsetDateTime::now_utc();
-        req.params.not_before = now - time::Duration::seconds(1);
-        req.params.not_after = now + self.validity;
-        Ok(vec![req.signed_by(&self.issuer).unwrap().pem(), self.issuer.pem()])
+        Ok(support::sign(&self.issuer, &csr, &id.name, self.validity))
     }
 }
 
@@ -38,24 +30,20 @@ impl Signer for FakeCa {
 fn contents(
     r: &meshca_agent::envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse,
 ) -> (BTreeMap<String, String>, bool) {
-    use meshca_agent::envoy_types::pb::envoy::config::core::v3::data_source::Specifier;
     use meshca_agent::envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::secret::Type;
     let mut certs = BTreeMap::new();
     let mut root = false;
     for s in sds_client::secrets(r).unwrap() {
-        match s.r#type {
-            Some(Type::TlsCertificate(t)) => {
-                let Some(Specifier::InlineBytes(chain)) = t.certificate_chain.and_then(|d| d.specifier) else {
-                    panic!("{}: no inline chain", s.name)
-                };
-                let der = meshca_pki::pem::parse_certs(&chain).unwrap().remove(0);
+        match (sds_client::tls_chain(&s).unwrap(), &s.r#type) {
+            (Some(chain), _) => {
+                let der = meshca_pki::pem::parse_certs(chain.as_bytes()).unwrap().remove(0);
                 let info = meshca_pki::inspect::cert_info(&der).unwrap();
                 let want = format!("spiffe://cluster.local/ns/test/sa/{}", s.name);
                 assert_eq!(info.spiffe_id.as_deref(), Some(want.as_str()), "{} carries another identity", s.name);
                 certs.insert(s.name, info.serial);
             }
-            Some(Type::ValidationContext(_)) => root = true,
-            other => panic!("unexpected secret {other:?}"),
+            (None, Some(Type::ValidationContext(_))) => root = true,
+            (None, other) => panic!("unexpected secret {other:?}"),
         }
     }
     (certs, root)
@@ -63,10 +51,7 @@ fn contents(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_stream_follows_several_workloads_and_their_renewals() {
-    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let issuer = CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap();
-    let ca = FakeCa { issuer, validity: Duration::from_secs(4) };
+    let ca = FakeCa { issuer: support::issuer(), validity: Duration::from_secs(4) };
     let cfg = ManagerConfig { ttl: Duration::from_secs(4), ..Default::default() };
     let manager = CertManager::start(ca, cfg, Arc::new(Metrics::default()), Arc::new(SystemClock));
     let extra = ["a", "b"].map(|n| Workload { name: n.into(), token_file: "/dev/null".into(), origin: "test".into() });

@@ -9,8 +9,6 @@ use crate::prep;
 use crate::procstat;
 use crate::{KeyRun, Plan};
 use anyhow::Context;
-use meshca_agent::envoy_types::pb::envoy::config::core::v3::data_source::Specifier;
-use meshca_agent::envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::secret;
 use meshca_agent::sds_client::{self, SdsStream};
 use meshca_testkit::{Server, ServerOptions};
 use serde_json::{json, Value};
@@ -173,15 +171,8 @@ async fn subscribe(socket: &Path, i: usize) -> anyhow::Result<SdsStream> {
     s.send(&[name.as_str()], "", "", None).await?;
     let r = s.recv(Duration::from_secs(30)).await?.context("no SDS response in 30s")?;
     let secrets = sds_client::secrets(&r)?;
-    let chain = match secrets.first().and_then(|s| s.r#type.as_ref()) {
-        Some(secret::Type::TlsCertificate(t)) => {
-            match t.certificate_chain.as_ref().and_then(|d| d.specifier.as_ref()) {
-                Some(Specifier::InlineBytes(b)) => String::from_utf8(b.clone())?,
-                _ => anyhow::bail!("no inline certificate chain"),
-            }
-        }
-        _ => anyhow::bail!("no TLS certificate in the response"),
-    };
+    let first = secrets.first().context("an empty SDS response")?;
+    let chain = sds_client::tls_chain(first)?.context("no TLS certificate in the response")?;
     let der = meshca_pki::pem::parse_certs(chain.as_bytes())?.into_iter().next().context("empty chain")?;
     let id = meshca_pki::inspect::cert_info(&der)?.spiffe_id;
     anyhow::ensure!(id.as_deref() == Some(prep::identity(i).as_str()), "got the certificate of {id:?}");

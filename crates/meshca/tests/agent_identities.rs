@@ -8,8 +8,7 @@
 mod agent_support;
 
 use agent_support::*;
-use meshca_agent::envoy_types::pb::envoy::config::core::v3::data_source::Specifier;
-use meshca_agent::envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{secret, Secret};
+use meshca_agent::envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
 use meshca_agent::envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use meshca_agent::sds_client::{self, SdsStream};
 use meshca_testkit::{Server, ServerOptions};
@@ -35,15 +34,7 @@ fn tls_secrets(resp: &DiscoveryResponse) -> Vec<(String, String)> {
 }
 
 fn tls_chain(s: &Secret) -> Option<(String, String)> {
-    match &s.r#type {
-        Some(secret::Type::TlsCertificate(t)) => {
-            match t.certificate_chain.as_ref().and_then(|d| d.specifier.as_ref()) {
-                Some(Specifier::InlineBytes(b)) => Some((s.name.clone(), String::from_utf8(b.clone()).unwrap())),
-                other => panic!("{}: expected an inline chain, got {other:?}", s.name),
-            }
-        }
-        _ => None,
-    }
+    sds_client::tls_chain(s).unwrap().map(|chain| (s.name.clone(), chain))
 }
 
 /// The URI SAN (SPIFFE ID) of a chain's leaf.
