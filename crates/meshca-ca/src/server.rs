@@ -230,7 +230,8 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()> + Send + '
 
     let policy = match &cfg.policy {
         Some(p) => {
-            let shared = policy_store.map(|(store, id)| crate::policy::shared::SharedSet::new(store, id));
+            let prefix = meshca_store::spec::prefix_for(&cfg.trust_domain);
+            let shared = policy_store.map(|(store, id)| crate::policy::shared::SharedSet::new(store, id, &prefix));
             Some(crate::policy::Policy::start(p.clone(), cfg.trust_domain.clone(), clock.clone(), shared).await?)
         }
         None => None,

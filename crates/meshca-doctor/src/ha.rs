@@ -122,8 +122,7 @@ fn policy_shared(policy: &Value) -> Outcome {
     if shared.is_null() {
         return Outcome::skip("this CA's policy set is not shared (no --store)");
     }
-    let td = policy["trust_domain"].as_str().unwrap_or("<trust-domain>");
-    let key = format!("/meshca/{td}/policy/set");
+    let key = shared["record_key"].as_str().unwrap_or("policy/set");
     let error = shared["store_error"].as_str().unwrap_or_default();
     if !error.is_empty() {
         return Outcome::fail(
@@ -160,6 +159,8 @@ mod tests {
     use serde_json::json;
 
     fn policy(shared: Value) -> Value {
+        let mut shared = shared;
+        shared["record_key"] = json!("/meshca/example.org/policy/set");
         json!({"trust_domain": "example.org", "version": "abc", "shared": shared})
     }
 

@@ -165,7 +165,7 @@ impl Policy {
         };
         if let Some(sh) = &self.shared {
             let mtime = shared::source_mtime_ms(&self.opts.dir);
-            sh.publish(&objects, mtime).await;
+            sh.offer(&objects, mtime);
             if !st.load().refused.is_empty() {
                 st.modify(|n| n.refused.clear());
             }

@@ -66,6 +66,8 @@ pub fn source_mtime_ms(dir: &Path) -> u64 {
 /// What `/status.policy.shared` shows.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SharedInfo {
+    /// The record's full key in the store (for an operator's `etcdctl get`).
+    pub record_key: String,
     pub from_store: bool,
     pub version: String,
     pub published_by: String,
@@ -104,12 +106,18 @@ pub struct SharedSet {
     local: Mutex<Option<Local>>,
 }
 
+/// Is replica `me`'s directory (newest `mtime`) newer than the one `by` published from `rec_mtime`?
+/// A tie goes to the higher replica id.
+fn is_newer(mtime: u64, me: &str, rec_mtime: u64, by: &str) -> bool {
+    mtime > rec_mtime || (mtime == rec_mtime && me > by)
+}
+
 /// Should a replica with (`mtime`, `version`) overwrite `rec`?
 pub fn should_publish(mtime: u64, version: &str, me: &str, rec: Option<&SetRecord>) -> bool {
     match rec {
         None => true,
         Some(r) if r.version == version => false,
-        Some(r) => mtime > r.source_mtime_unix_ms || (mtime == r.source_mtime_unix_ms && me > r.published_by.as_str()),
+        Some(r) => is_newer(mtime, me, r.source_mtime_unix_ms, &r.published_by),
     }
 }
 
@@ -138,8 +146,10 @@ async fn timed<T, E: std::fmt::Display>(
 }
 
 impl SharedSet {
-    pub fn new(store: AnyStore, replica_id: String) -> Self {
-        Self { store, replica_id, info: Mutex::default(), local: Mutex::default() }
+    /// `key_prefix`: the store's prefix for this trust domain, shown with the record's key.
+    pub fn new(store: AnyStore, replica_id: String, key_prefix: &str) -> Self {
+        let info = SharedInfo { record_key: format!("{key_prefix}{SET_KEY}"), ..Default::default() };
+        Self { store, replica_id, info: Mutex::new(info), local: Mutex::default() }
     }
 
     pub fn info(&self) -> SharedInfo {
@@ -164,17 +174,13 @@ impl SharedSet {
         })
     }
 
-    /// Offer this replica's valid local set; writes it when the rule says so.
-    /// It is remembered and offered again on every later read of the record.
-    pub async fn publish(&self, objects: &[ServedObject], mtime: u64) {
+    /// Remember this replica's valid local set: every later [`SharedSet::fetch`]
+    /// offers it (writes it over the record when the rule says so).
+    pub fn offer(&self, objects: &[ServedObject], mtime: u64) {
         let version = objects_version(objects);
         self.set_info(|i| i.local_version = version.clone());
         *self.local.lock().unwrap_or_else(|p| p.into_inner()) =
             Some(Local { objects: objects.to_vec(), version, mtime });
-        if let Err(e) = self.reconcile().await {
-            tracing::warn!(error = %e, "could not read the shared policy set; the last set taken stays served");
-            self.set_info(|i| i.store_error = e);
-        }
     }
 
     /// The directory was refused: this replica no longer has a local set to
@@ -236,6 +242,9 @@ impl SharedSet {
     pub async fn fetch(&self) -> Option<SetRecord> {
         match self.reconcile().await {
             Err(e) => {
+                if self.info().store_error != e {
+                    tracing::warn!(error = %e, "could not read the shared policy set; the last set taken stays served");
+                }
                 self.set_info(|i| i.store_error = e);
                 None
             }
@@ -272,14 +281,7 @@ impl SharedSet {
         self.set_info(|i| {
             i.local_differs = match &local {
                 Some(l) if i.from_store && l.version != i.version => {
-                    let rec = SetRecord {
-                        objects: Vec::new(),
-                        version: i.version.clone(),
-                        source_mtime_unix_ms: i.record_mtime,
-                        published_by: i.published_by.clone(),
-                        published_unix: 0,
-                    };
-                    !should_publish(l.mtime, &l.version, &self.replica_id, Some(&rec))
+                    !is_newer(l.mtime, &self.replica_id, i.record_mtime, &i.published_by)
                 }
                 _ => false,
             };
